@@ -1,0 +1,124 @@
+"""From an Exchange to a Call: pick the codec, parse the request, read the response as it arrives."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from .codecs import CODECS, Codec, MalformedBody, codec_for
+from .model import Call, Exchange, Response
+from .sse import SSEParser, decode_body, incremental_decoder
+
+CODEC_BY_API = {codec.api: codec for codec in CODECS}
+
+
+def start_call(exchange: Exchange) -> Call | None:
+    """The Call for an LLM request, None for other traffic; MalformedBody if it cannot be read."""
+    codec = codec_for(exchange.method, exchange.path)
+    if codec is None:
+        return None
+    body = _json_body(exchange.request_body, exchange.request_headers.get("content-encoding"))
+    if not isinstance(body, dict):
+        raise MalformedBody("request body is not a JSON object")
+    call = Call(
+        exchange_id=exchange.id,
+        api=codec.api,
+        path=exchange.path,
+        client=exchange.client,
+        headers=exchange.request_headers,
+        t_start=exchange.t_request,
+    )
+    codec.parse_request(body, call)
+    return call
+
+
+def _json_body(raw: bytes | None, content_encoding: str | None) -> Any:
+    if not raw:
+        raise MalformedBody("empty request body")
+    try:
+        return orjson.loads(decode_body(raw, content_encoding))
+    except orjson.JSONDecodeError as e:
+        raise MalformedBody(f"request body is not JSON ({e})") from None
+    except Exception as e:  # a corrupt compressed body
+        raise MalformedBody(f"cannot decode request body ({content_encoding}): {e}") from None
+
+
+class ResponseReader:
+    """Follows one response body chunk by chunk (as on the wire, maybe compressed).
+
+    Decides from the first bytes whether the body is an event stream or one JSON document, keeps
+    only what the SSE parser needs for the event stream, and never raises: a body it cannot read
+    is reported through `problem` and the traffic is left alone.
+    """
+
+    def __init__(self, call: Call, status: int | None, headers: dict[str, str]) -> None:
+        self.call = call
+        self.codec: Codec = CODEC_BY_API[call.api]
+        self.status = status
+        self.problem: str | None = None
+        self._sse_declared = "text/event-stream" in headers.get("content-type", "")
+        self._mode: str | None = None  # "sse" or "json", decided on the first bytes
+        self._json_parts: list[bytes] = []
+        self._sse = SSEParser()
+        self._stream = self.codec.stream_accumulator()
+        try:
+            self._decode = incremental_decoder(headers.get("content-encoding"))
+        except ValueError as e:
+            self._decode = None
+            self.problem = str(e)
+
+    def feed(self, chunk: bytes) -> None:
+        if self.problem or not chunk:
+            return
+        try:
+            data = self._decode(chunk) if self._decode else chunk
+            if self._mode is None:
+                head = data.lstrip()
+                if not head:
+                    return
+                self._mode = "json" if head[:1] in (b"{", b"[") and not self._sse_declared else "sse"
+            if self._mode == "json":
+                self._json_parts.append(data)
+            else:
+                for event in self._sse.feed(data):
+                    self._stream.event(event)
+        except Exception as e:  # a corrupt body must not reach the proxy
+            self.problem = f"cannot read response body: {e!r}"
+
+    def finish(self, t_end: float | None, error: str | None = None) -> Call:
+        """Fill in the response half of the call; `error` is a transport failure, if any."""
+        call = self.call
+        call.status = self.status
+        call.t_end = t_end
+        call.response = self._response()
+        problems = [p for p in (error, self._http_error(call.response), self.problem) if p]
+        call.error = "; ".join(problems) or None
+        return call
+
+    def _response(self) -> Response:
+        try:
+            if self._mode == "json":
+                return self.codec.parse_response(orjson.loads(b"".join(self._json_parts)))
+            if self._mode == "sse":
+                for event in self._sse.close():
+                    self._stream.event(event)
+                return self._stream.result()
+        except (orjson.JSONDecodeError, MalformedBody) as e:
+            self.problem = self.problem or f"unreadable response body: {e}"
+        except Exception as e:
+            self.problem = self.problem or f"cannot read response body: {e!r}"
+        return Response()
+
+    def _http_error(self, response: Response) -> str | None:
+        if self.status is not None and self.status >= 400:
+            return f"HTTP {self.status}" + (f": {response.error}" if response.error else "")
+        return response.error
+
+
+def read_response(call: Call, status: int | None, headers: dict[str, str], body: bytes | None, t_end: float | None, error: str | None = None) -> Call:
+    """A whole response at once (buffered live responses and saved flows)."""
+    reader = ResponseReader(call, status, headers)
+    if body:
+        reader.feed(body)
+    return reader.finish(t_end, error)

@@ -1,0 +1,210 @@
+"""Anthropic Messages API: POST /v1/messages (JSON or SSE) and /v1/messages/count_tokens.
+
+Quirks handled here:
+- `system` is a string or a list of text blocks; Claude Code puts a billing line in block 0.
+- `messages` may hold role `system` entries mid-conversation (a beta Claude Code uses).
+- `usage.input_tokens` excludes cache reads and writes: the total input is the sum of all three.
+- A streamed message ends with `message_stop`; usage arrives in `message_start` and is updated
+  by `message_delta`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ..model import Call, Message, Response, ToolCall, ToolDef, ToolResult, Usage
+from ..sse import Event
+from .base import (
+    Codec,
+    MalformedBody,
+    StreamAccumulator,
+    add_ints,
+    as_int,
+    assistant_message,
+    error_text,
+    require_list,
+    text_of,
+)
+
+TOOL_CALL_BLOCKS = ("tool_use", "server_tool_use", "mcp_tool_use")
+
+
+class AnthropicMessages(Codec):
+    api = "anthropic-messages"
+
+    def matches(self, path: str) -> bool:
+        return path.endswith("/messages") or path.endswith("/messages/count_tokens")
+
+    def parse_request(self, body: dict[str, Any], call: Call) -> None:
+        if call.path.split("?", 1)[0].rstrip("/").endswith("/count_tokens"):  # Claude Code adds ?beta=true
+            call.side = "count-tokens"
+        call.model = body.get("model") if isinstance(body.get("model"), str) else None
+        call.stream = body.get("stream") is True
+        call.system = text_of(body.get("system"))
+        call.messages = [_message(m) for m in require_list(body, "messages")]
+        call.tools = [
+            ToolDef(t.get("name") or t.get("type") or "", t.get("description") or "", t.get("input_schema"))
+            for t in body.get("tools") or []
+            if isinstance(t, dict)
+        ]
+        for key in ("metadata", "max_tokens", "output_config", "thinking", "tool_choice"):
+            if key in body:
+                call.fields[key] = body[key]
+
+    def parse_response(self, body: Any) -> Response:
+        if not isinstance(body, dict):
+            raise MalformedBody("response is not a JSON object")
+        if body.get("type") == "error" or "error" in body and "content" not in body:
+            return Response(error=error_text(body.get("error")), complete=True)
+        if "input_tokens" in body and "content" not in body:  # count_tokens
+            return Response(usage=Usage(input_tokens=as_int(body["input_tokens"])), complete=True)
+        message = _message({"role": "assistant", "content": body.get("content") or []})
+        return Response(
+            id=body.get("id"),
+            model=body.get("model"),
+            output=assistant_message(message.text, message.reasoning, message.tool_calls, message.tool_results),
+            usage=_usage(body.get("usage")),
+            stop_reason=body.get("stop_reason"),
+            complete=True,
+        )
+
+    def stream_accumulator(self) -> StreamAccumulator:
+        return _Stream()
+
+
+def _message(raw: Any) -> Message:
+    if not isinstance(raw, dict):
+        raise MalformedBody("a message is not an object")
+    role = raw.get("role")
+    if not isinstance(role, str):
+        raise MalformedBody("a message has no role")
+    content = raw.get("content")
+    if not isinstance(content, list):
+        return Message(role, text=text_of(content))
+    texts: list[str] = []
+    reasoning: list[str] = []
+    calls: list[ToolCall] = []
+    results: list[ToolResult] = []
+    for block in content:
+        if not isinstance(block, dict):
+            continue
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(block.get("text") or "")
+        elif kind == "thinking":
+            reasoning.append(block.get("thinking") or "")
+        elif kind in TOOL_CALL_BLOCKS:
+            calls.append(
+                ToolCall(
+                    str(block.get("id") or ""),
+                    str(block.get("name") or ""),
+                    orjson.dumps(block.get("input") or {}).decode(),
+                    "function" if kind == "tool_use" else "server",
+                )
+            )
+        elif kind == "tool_result" or (isinstance(kind, str) and kind.endswith("_tool_result")):
+            results.append(
+                ToolResult(
+                    str(block.get("tool_use_id") or ""),
+                    _result_text(block.get("content")),
+                    block.get("is_error") is True,
+                )
+            )
+        elif kind in ("image", "document"):
+            texts.append(f"[{kind}]")
+    return Message(role, "\n".join(texts), "\n".join(reasoning), calls, results)
+
+
+def _result_text(content: Any) -> str:
+    if isinstance(content, list) and content and all(isinstance(b, dict) for b in content):
+        if not any(b.get("type") == "text" for b in content):
+            return orjson.dumps(content).decode()
+    return text_of(content)
+
+
+def _usage(raw: Any, previous: Usage | None = None) -> Usage:
+    usage = previous or Usage()
+    if not isinstance(raw, dict):
+        return usage
+    fresh = as_int(raw.get("input_tokens"))
+    read = as_int(raw.get("cache_read_input_tokens"))
+    write = as_int(raw.get("cache_creation_input_tokens"))
+    if read is not None:
+        usage.cache_read_tokens = read
+    if write is not None:
+        usage.cache_write_tokens = write
+    if fresh is not None:
+        usage.input_tokens = add_ints(fresh, usage.cache_read_tokens, usage.cache_write_tokens)
+    output = as_int(raw.get("output_tokens"))
+    if output is not None:
+        usage.output_tokens = output
+    return usage
+
+
+class _Stream(StreamAccumulator):
+    def __init__(self) -> None:
+        self.response = Response()
+        self.blocks: dict[int, dict[str, Any]] = {}
+        self.partial_json: dict[int, list[str]] = {}
+
+    def event(self, event: Event) -> None:
+        try:
+            data = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(data, dict):
+            return
+        kind = data.get("type") or event.event
+        if kind == "message_start":
+            message = data.get("message") or {}
+            self.response.id = message.get("id")
+            self.response.model = message.get("model")
+            self.response.usage = _usage(message.get("usage"))
+        elif kind == "content_block_start":
+            block = dict(data.get("content_block") or {})
+            if block.get("type") in TOOL_CALL_BLOCKS:
+                block["input"] = block.get("input") or {}
+            self.blocks[data.get("index", len(self.blocks))] = block
+        elif kind == "content_block_delta":
+            self._delta(data.get("index", 0), data.get("delta") or {})
+        elif kind == "content_block_stop":
+            self._finish_tool_input(data.get("index", 0))
+        elif kind == "message_delta":
+            delta = data.get("delta") or {}
+            if delta.get("stop_reason"):
+                self.response.stop_reason = delta["stop_reason"]
+            self.response.usage = _usage(data.get("usage"), self.response.usage)
+        elif kind == "message_stop":
+            self.response.complete = True
+        elif kind == "error":
+            self.response.error = error_text(data.get("error"))
+
+    def _delta(self, index: int, delta: dict[str, Any]) -> None:
+        block = self.blocks.setdefault(index, {"type": "text", "text": ""})
+        kind = delta.get("type")
+        if kind == "text_delta":
+            block["text"] = (block.get("text") or "") + (delta.get("text") or "")
+        elif kind == "thinking_delta":
+            block["thinking"] = (block.get("thinking") or "") + (delta.get("thinking") or "")
+        elif kind == "input_json_delta":
+            self.partial_json.setdefault(index, []).append(delta.get("partial_json") or "")
+
+    def _finish_tool_input(self, index: int) -> None:
+        fragments = self.partial_json.pop(index, None)
+        if fragments is None or index not in self.blocks:
+            return
+        text = "".join(fragments)
+        try:
+            self.blocks[index]["input"] = orjson.loads(text) if text else {}
+        except orjson.JSONDecodeError:
+            self.blocks[index]["input"] = {"input": text}  # cut mid-arguments: keep what arrived
+
+    def result(self) -> Response:
+        for index in list(self.partial_json):
+            self._finish_tool_input(index)
+        content = [self.blocks[i] for i in sorted(self.blocks)]
+        message = _message({"role": "assistant", "content": content})
+        self.response.output = assistant_message(message.text, message.reasoning, message.tool_calls, message.tool_results)
+        return self.response

@@ -1,0 +1,172 @@
+"""OpenAI Chat Completions: POST /v1/chat/completions or /chat/completions (JSON or SSE).
+
+Quirks handled here:
+- The system prompt is the leading `system` / `developer` messages; later ones stay in the list.
+- Streamed tool calls arrive as deltas keyed by `index`: id and name first, arguments in pieces.
+- Usage arrives in a last chunk with empty `choices` (only with `stream_options.include_usage`).
+- OpenAI-compatible servers (vLLM, DeepSeek, Dynamo) return reasoning as `reasoning_content`
+  or `reasoning`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ..model import Call, Message, Response, ToolCall, ToolDef, ToolResult, Usage
+from ..sse import Event
+from .base import Codec, MalformedBody, StreamAccumulator, as_int, assistant_message, error_text, require_list, text_of
+
+
+class OpenAIChat(Codec):
+    api = "openai-chat"
+
+    def matches(self, path: str) -> bool:
+        return path.endswith("/chat/completions")
+
+    def parse_request(self, body: dict[str, Any], call: Call) -> None:
+        call.model = body.get("model") if isinstance(body.get("model"), str) else None
+        call.stream = body.get("stream") is True
+        raw_messages = require_list(body, "messages")
+        system: list[str] = []
+        start = 0
+        for raw in raw_messages:
+            if not (isinstance(raw, dict) and raw.get("role") in ("system", "developer")):
+                break
+            system.append(text_of(raw.get("content")))
+            start += 1
+        call.system = "\n".join(system)
+        call.messages = [_message(m) for m in raw_messages[start:]]
+        call.tools = [_tool(t) for t in body.get("tools") or [] if isinstance(t, dict)]
+        for key in ("max_tokens", "max_completion_tokens", "tool_choice", "user", "metadata", "response_format"):
+            if key in body:
+                call.fields[key] = body[key]
+
+    def parse_response(self, body: Any) -> Response:
+        if not isinstance(body, dict):
+            raise MalformedBody("response is not a JSON object")
+        if "error" in body and "choices" not in body:
+            return Response(error=error_text(body["error"]), complete=True)
+        choices = body.get("choices") or [{}]
+        if not isinstance(choices, list):
+            raise MalformedBody("`choices` is not a list")
+        choice = choices[0] if isinstance(choices[0], dict) else {}
+        message = choice.get("message") or {}
+        calls = [_tool_call(c) for c in message.get("tool_calls") or [] if isinstance(c, dict)]
+        return Response(
+            id=body.get("id"),
+            model=body.get("model"),
+            output=assistant_message(text_of(message.get("content")), _reasoning(message), calls),
+            usage=_usage(body.get("usage")),
+            stop_reason=choice.get("finish_reason"),
+            complete=True,
+        )
+
+    def stream_accumulator(self) -> StreamAccumulator:
+        return _Stream()
+
+
+def _message(raw: Any) -> Message:
+    if not isinstance(raw, dict) or not isinstance(raw.get("role"), str):
+        raise MalformedBody("a message is not an object with a role")
+    role = raw["role"]
+    if role == "tool":
+        return Message("tool", tool_results=[ToolResult(str(raw.get("tool_call_id") or ""), text_of(raw.get("content")))])
+    if role == "function":  # legacy functions API
+        return Message("tool", tool_results=[ToolResult(str(raw.get("name") or ""), text_of(raw.get("content")))])
+    calls = [_tool_call(c) for c in raw.get("tool_calls") or [] if isinstance(c, dict)]
+    if isinstance(raw.get("function_call"), dict):
+        legacy = raw["function_call"]
+        calls.append(ToolCall(str(legacy.get("name") or ""), str(legacy.get("name") or ""), legacy.get("arguments") or ""))
+    return Message(role, text_of(raw.get("content")), _reasoning(raw), calls)
+
+
+def _reasoning(message: dict[str, Any]) -> str:
+    value = message.get("reasoning_content") or message.get("reasoning")
+    return value if isinstance(value, str) else ""
+
+
+def _tool_call(raw: dict[str, Any]) -> ToolCall:
+    function = raw.get("function") or raw.get("custom") or {}
+    arguments = function.get("arguments", function.get("input", ""))
+    if not isinstance(arguments, str):
+        arguments = orjson.dumps(arguments).decode()
+    return ToolCall(str(raw.get("id") or ""), str(function.get("name") or ""), arguments, raw.get("type") or "function")
+
+
+def _tool(raw: dict[str, Any]) -> ToolDef:
+    function = raw.get("function") or raw.get("custom") or raw
+    return ToolDef(str(function.get("name") or raw.get("type") or ""), function.get("description") or "", function.get("parameters"))
+
+
+def _usage(raw: Any) -> Usage:
+    if not isinstance(raw, dict):
+        return Usage()
+    prompt_details = raw.get("prompt_tokens_details") or {}
+    completion_details = raw.get("completion_tokens_details") or {}
+    return Usage(
+        input_tokens=as_int(raw.get("prompt_tokens")),
+        output_tokens=as_int(raw.get("completion_tokens")),
+        cache_read_tokens=as_int(prompt_details.get("cached_tokens")),
+        reasoning_tokens=as_int(completion_details.get("reasoning_tokens")),
+    )
+
+
+class _Stream(StreamAccumulator):
+    def __init__(self) -> None:
+        self.response = Response()
+        self.text: list[str] = []
+        self.reasoning: list[str] = []
+        self.calls: dict[int, dict[str, Any]] = {}
+
+    def event(self, event: Event) -> None:
+        if event.data.strip() == "[DONE]":
+            self.response.complete = True
+            return
+        try:
+            data = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(data, dict):
+            return
+        if "error" in data:
+            self.response.error = error_text(data["error"])
+            return
+        self.response.id = self.response.id or data.get("id")
+        self.response.model = self.response.model or data.get("model")
+        if isinstance(data.get("usage"), dict):
+            self.response.usage = _usage(data["usage"])
+        for choice in data.get("choices") or []:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            self._delta(choice.get("delta") or {})
+            if choice.get("finish_reason"):
+                self.response.stop_reason = choice["finish_reason"]
+
+    def _delta(self, delta: dict[str, Any]) -> None:
+        if isinstance(delta.get("content"), str):
+            self.text.append(delta["content"])
+        reasoning = _reasoning(delta)
+        if reasoning:
+            self.reasoning.append(reasoning)
+        for piece in delta.get("tool_calls") or []:
+            if not isinstance(piece, dict):
+                continue
+            call = self.calls.setdefault(piece.get("index", len(self.calls)), {"id": "", "name": "", "arguments": [], "type": "function"})
+            call["id"] = piece.get("id") or call["id"]
+            call["type"] = piece.get("type") or call["type"]
+            function = piece.get("function") or {}
+            call["name"] = function.get("name") or call["name"]
+            if isinstance(function.get("arguments"), str):
+                call["arguments"].append(function["arguments"])
+
+    def result(self) -> Response:
+        calls = [
+            ToolCall(c["id"], c["name"], "".join(c["arguments"]), c["type"]) for _, c in sorted(self.calls.items())
+        ]
+        self.response.output = assistant_message("".join(self.text), "".join(self.reasoning), calls)
+        if self.response.stop_reason and not self.response.complete:
+            # Servers without `[DONE]` (and streams cut after the last choice) still finished the answer.
+            self.response.complete = True
+        return self.response

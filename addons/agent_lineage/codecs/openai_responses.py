@@ -1,0 +1,254 @@
+"""OpenAI Responses API: POST /v1/responses or /responses (JSON or SSE).
+
+Quirks handled here:
+- `input` is a string or a list of items; the system prompt is `instructions` plus any leading
+  `developer` / `system` items (Codex sends no `instructions`).
+- One model output is several items (reasoning, message, function calls): consecutive
+  assistant-side items form one Message, and consecutive tool outputs form one Message, so a
+  response and its echo in the next request's `input` compare equal.
+- Codex defers tools behind a client-side `tool_search` (`tool_search_call` /
+  `tool_search_output` items) and sends custom (freeform) tool calls.
+- A stream ends with `response.completed`, `response.incomplete` or `response.failed`, each
+  carrying the whole response; items are also rebuilt from `output_item.done` and deltas so a
+  stream cut part-way keeps what arrived.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ..model import Call, Message, Response, ToolCall, ToolDef, ToolResult, Usage
+from ..sse import Event
+from .base import Codec, MalformedBody, StreamAccumulator, as_int, assistant_message, error_text, text_of
+
+CALL_ITEMS = {
+    "function_call": "function",
+    "custom_tool_call": "custom",
+    "tool_search_call": "tool_search",
+    "local_shell_call": "local_shell",
+    "shell_call": "shell",
+    "apply_patch_call": "apply_patch",
+    "computer_call": "computer",
+    "mcp_call": "mcp",
+}
+SERVER_ITEMS = ("web_search_call", "file_search_call", "code_interpreter_call", "image_generation_call")
+OUTPUT_ITEMS = (
+    "function_call_output",
+    "custom_tool_call_output",
+    "tool_search_output",
+    "local_shell_call_output",
+    "shell_call_output",
+    "apply_patch_call_output",
+    "computer_call_output",
+)
+
+
+class OpenAIResponses(Codec):
+    api = "openai-responses"
+
+    def matches(self, path: str) -> bool:
+        return path.endswith("/responses") or path.endswith("/responses/input_tokens")
+
+    def parse_request(self, body: dict[str, Any], call: Call) -> None:
+        if call.path.split("?", 1)[0].rstrip("/").endswith("/input_tokens"):
+            call.side = "count-tokens"
+        call.model = body.get("model") if isinstance(body.get("model"), str) else None
+        call.stream = body.get("stream") is True
+        raw_input = body.get("input", [])
+        if isinstance(raw_input, str):
+            raw_input = [{"role": "user", "content": raw_input}]
+        if not isinstance(raw_input, list):
+            raise MalformedBody("`input` must be a string or a list")
+        system = [body["instructions"]] if isinstance(body.get("instructions"), str) else []
+        start = 0
+        for item in raw_input:
+            if not (isinstance(item, dict) and item.get("role") in ("system", "developer")):
+                break
+            system.append(text_of(item.get("content")))
+            start += 1
+        call.system = "\n".join(system)
+        call.messages = items_to_messages(raw_input[start:])
+        call.tools = [_tool(t) for t in body.get("tools") or [] if isinstance(t, dict)]
+        for key in (
+            "previous_response_id",
+            "prompt_cache_key",
+            "client_metadata",
+            "metadata",
+            "text",
+            "max_output_tokens",
+            "tool_choice",
+            "conversation",
+            "reasoning",
+        ):
+            if key in body:
+                call.fields[key] = body[key]
+
+    def parse_response(self, body: Any) -> Response:
+        if not isinstance(body, dict):
+            raise MalformedBody("response is not a JSON object")
+        if "error" in body and "output" not in body:
+            return Response(error=error_text(body["error"]), complete=True)
+        return _response(body, complete=True)
+
+    def stream_accumulator(self) -> StreamAccumulator:
+        return _Stream()
+
+
+def items_to_messages(items: list[Any]) -> list[Message]:
+    """Input or output items as Messages, grouping one model output and one batch of tool outputs."""
+    messages: list[Message] = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise MalformedBody("an input item is not an object")
+        kind = item.get("type") or "message"
+        role = item.get("role")
+        if kind == "message" and role != "assistant":
+            if not isinstance(role, str):
+                raise MalformedBody("a message item has no role")
+            messages.append(Message(role, text_of(item.get("content"))))
+            continue
+        if kind in OUTPUT_ITEMS:
+            target = _open_group(messages, "tool")
+            target.tool_results.append(ToolResult(str(item.get("call_id") or item.get("id") or ""), _output_text(item)))
+            continue
+        if kind == "message":
+            target = _open_group(messages, "assistant")
+            target.text = _join(target.text, text_of(item.get("content")))
+        elif kind == "reasoning":
+            target = _open_group(messages, "assistant")
+            summary = item.get("summary") or []
+            target.reasoning = _join(target.reasoning, text_of(summary, ("summary_text",)) or text_of(item.get("content"), ("reasoning_text",)))
+        elif kind in CALL_ITEMS:
+            _open_group(messages, "assistant").tool_calls.append(_call(item, CALL_ITEMS[kind]))
+        elif kind in SERVER_ITEMS:
+            _open_group(messages, "assistant").tool_calls.append(
+                ToolCall(str(item.get("id") or ""), kind.removesuffix("_call"), orjson.dumps(item.get("action") or {}).decode(), "server")
+            )
+        # Other item kinds (item_reference, compaction, ...) carry nothing we compare or report:
+        # they open no Message (an empty assistant entry would thread like any other).
+    return messages
+
+
+def _open_group(messages: list[Message], role: str) -> Message:
+    if messages and messages[-1].role == role:
+        return messages[-1]
+    messages.append(Message(role))
+    return messages[-1]
+
+
+def _join(a: str, b: str) -> str:
+    return f"{a}\n{b}" if a and b else a or b
+
+
+def _call(item: dict[str, Any], kind: str) -> ToolCall:
+    arguments = item.get("arguments", item.get("input", item.get("action", "")))
+    if not isinstance(arguments, str):
+        arguments = orjson.dumps(arguments).decode()
+    name = item.get("name") or kind
+    if item.get("namespace"):
+        name = f"{item['namespace']}.{name}"
+    return ToolCall(str(item.get("call_id") or item.get("id") or ""), str(name), arguments, kind)
+
+
+def _output_text(item: dict[str, Any]) -> str:
+    output = item.get("output")
+    if output is None and "tools" in item:  # tool_search_output lists the tools it found
+        return orjson.dumps(item["tools"]).decode()
+    if isinstance(output, (str, list)):
+        return text_of(output, ("input_text", "output_text", "text")) if isinstance(output, list) else output
+    return orjson.dumps(output).decode() if output is not None else ""
+
+
+def _tool(raw: dict[str, Any]) -> ToolDef:
+    return ToolDef(str(raw.get("name") or raw.get("type") or ""), raw.get("description") or "", raw.get("parameters"))
+
+
+def _usage(raw: Any) -> Usage:
+    if not isinstance(raw, dict):
+        return Usage()
+    return Usage(
+        input_tokens=as_int(raw.get("input_tokens")),
+        output_tokens=as_int(raw.get("output_tokens")),
+        cache_read_tokens=as_int((raw.get("input_tokens_details") or {}).get("cached_tokens")),
+        reasoning_tokens=as_int((raw.get("output_tokens_details") or {}).get("reasoning_tokens")),
+    )
+
+
+def _stop_reason(body: dict[str, Any]) -> str | None:
+    status = body.get("status")
+    details = body.get("incomplete_details")
+    if status == "incomplete" and isinstance(details, dict) and details.get("reason"):
+        return f"incomplete: {details['reason']}"
+    return status if isinstance(status, str) else None
+
+
+def _response(body: dict[str, Any], complete: bool, items: list[Any] | None = None) -> Response:
+    output = body.get("output") or items or []
+    messages = items_to_messages([i for i in output if isinstance(i, dict)])
+    message = next((m for m in messages if m.role == "assistant"), None)
+    return Response(
+        id=body.get("id"),
+        model=body.get("model"),
+        output=assistant_message(message.text, message.reasoning, message.tool_calls) if message else None,
+        usage=_usage(body.get("usage")),
+        stop_reason=_stop_reason(body),
+        error=error_text(body["error"]) if body.get("error") else None,
+        complete=complete,
+    )
+
+
+class _Stream(StreamAccumulator):
+    TERMINAL = ("response.completed", "response.incomplete", "response.failed")
+
+    def __init__(self) -> None:
+        self.header: dict[str, Any] = {}
+        self.final: dict[str, Any] | None = None
+        self.items: dict[int, dict[str, Any]] = {}
+        self.error: str | None = None
+
+    def event(self, event: Event) -> None:
+        try:
+            data = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(data, dict):
+            return
+        kind = data.get("type") or event.event
+        if kind in self.TERMINAL:
+            self.final = data.get("response") or {}
+        elif kind in ("response.created", "response.in_progress"):
+            self.header = data.get("response") or self.header
+        elif kind in ("response.output_item.added", "response.output_item.done"):
+            if isinstance(data.get("item"), dict):
+                self.items[data.get("output_index", len(self.items))] = dict(data["item"])
+        elif kind == "response.output_text.delta":
+            item = self._item(data, "message")
+            item.setdefault("role", "assistant")
+            parts = item.setdefault("content", [])
+            if not parts:
+                parts.append({"type": "output_text", "text": ""})
+            parts[-1]["text"] = (parts[-1].get("text") or "") + (data.get("delta") or "")
+        elif kind in ("response.function_call_arguments.delta", "response.custom_tool_call_input.delta"):
+            item = self._item(data, "function_call")
+            key = "input" if item.get("type") == "custom_tool_call" else "arguments"
+            item[key] = (item.get(key) or "") + (data.get("delta") or "")
+        elif kind in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
+            item = self._item(data, "reasoning")
+            summary = item.setdefault("summary", [])
+            if not summary:
+                summary.append({"type": "summary_text", "text": ""})
+            summary[-1]["text"] = (summary[-1].get("text") or "") + (data.get("delta") or "")
+        elif kind == "error":
+            # {"type": "error", "code": ..., "message": ...}: the code names the error, not the type.
+            self.error = error_text(data.get("error") or {k: v for k, v in data.items() if k != "type"})
+
+    def _item(self, data: dict[str, Any], default_type: str) -> dict[str, Any]:
+        return self.items.setdefault(data.get("output_index", 0), {"type": default_type})
+
+    def result(self) -> Response:
+        items = [self.items[i] for i in sorted(self.items)]
+        response = _response(self.final or self.header, self.final is not None, items)
+        response.error = response.error or self.error
+        return response

@@ -1,0 +1,229 @@
+"""The harness table (harness.yaml): which client sent a call, and the ids and side requests it declares."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from .model import Call
+
+
+class HarnessTableError(ValueError):
+    """The harness table (ours or the user's) is not valid."""
+
+
+@dataclass(slots=True)
+class Selector:
+    header: str | None = None
+    body: tuple[str, ...] = ()
+    json_key: str | None = None
+    regex: re.Pattern[str] | None = None
+
+    def raw(self, call: Call) -> Any:
+        """The selected value as found (any JSON type), or None."""
+        value: Any = call.headers.get(self.header) if self.header else _dig(call.fields, self.body)
+        if self.json_key is not None:
+            if isinstance(value, str):
+                try:
+                    value = orjson.loads(value)
+                except orjson.JSONDecodeError:
+                    return None
+            value = value.get(self.json_key) if isinstance(value, dict) else None
+        return value
+
+    def read(self, call: Call) -> str | None:
+        """The selected value as an id string, or None."""
+        value = self.raw(call)
+        if value is None or isinstance(value, (dict, list)):
+            return None
+        value = str(value).strip()
+        if self.regex is not None:
+            match = self.regex.search(value)
+            value = (match.group(1) if match.groups() else match.group(0)) if match else ""
+        return value or None
+
+    def describe(self) -> str:
+        where = f"header:{self.header}" if self.header else "body:" + ".".join(self.body)
+        return where + (f"#{self.json_key}" if self.json_key else "")
+
+
+def _dig(fields: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = fields
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+@dataclass(slots=True)
+class SideRule:
+    kind: str
+    tools_empty: bool | None = None
+    max_tokens: int | None = None
+    single_user_text: str | None = None
+    has: Selector | None = None
+    equals: tuple[Selector, str] | None = None
+
+    def matches(self, call: Call) -> bool:
+        if self.tools_empty is not None and (not call.tools) != self.tools_empty:
+            return False
+        if self.max_tokens is not None and call.fields.get("max_tokens") != self.max_tokens:
+            return False
+        if self.single_user_text is not None:
+            if len(call.messages) != 1 or call.messages[0].text.strip() != self.single_user_text:
+                return False
+        if self.has is not None and self.has.raw(call) is None:
+            return False
+        if self.equals is not None and self.equals[0].read(call) != self.equals[1]:
+            return False
+        return True
+
+
+@dataclass(slots=True)
+class Client:
+    name: str
+    detect: list[Selector] = field(default_factory=list)
+    user_agent: list[re.Pattern[str]] = field(default_factory=list)
+    system_regex: list[re.Pattern[str]] = field(default_factory=list)
+    root: list[Selector] = field(default_factory=list)
+    agent: list[Selector] = field(default_factory=list)
+    parent: list[Selector] = field(default_factory=list)
+    turn: list[Selector] = field(default_factory=list)
+    delegation_tools: frozenset[str] = frozenset()
+    not_a_turn: list[re.Pattern[str]] = field(default_factory=list)
+    side: list[SideRule] = field(default_factory=list)
+
+    def recognises(self, call: Call) -> bool:
+        user_agent = call.headers.get("user-agent", "")
+        return (
+            any(s.read(call) for s in self.detect)
+            or any(p.search(user_agent) for p in self.user_agent)
+            or any(p.search(call.system) for p in self.system_regex)
+        )
+
+
+@dataclass(slots=True)
+class HarnessIds:
+    """What a client declares about one call; `evidence` names the selector behind each id."""
+
+    client: str
+    root: str | None = None
+    agent: str | None = None
+    parent: str | None = None
+    turn: str | None = None
+    side: str | None = None
+    evidence: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class HarnessTable:
+    clients: list[Client]
+    delegation_tools: frozenset[str]
+
+    def identify(self, call: Call) -> HarnessIds | None:
+        client = next((c for c in self.clients if c.recognises(call)), None)
+        if client is None:
+            return None
+        ids = HarnessIds(client.name)
+        for role in ("root", "agent", "parent", "turn"):
+            for selector in getattr(client, role):
+                value = selector.read(call)
+                if value:
+                    setattr(ids, role, value)
+                    ids.evidence[role] = selector.describe()
+                    break
+        ids.side = next((rule.kind for rule in client.side if rule.matches(call)), None)
+        return ids
+
+    def client(self, name: str) -> Client | None:
+        return next((c for c in self.clients if c.name == name), None)
+
+    def is_delegation(self, client_name: str | None, tool_name: str) -> bool:
+        client = self.client(client_name) if client_name else None
+        return tool_name in self.delegation_tools or (client is not None and tool_name in client.delegation_tools)
+
+
+def load_table(user_file: str | Path | None = None) -> HarnessTable:
+    """Our table, with the user's file (if any) merged over it client by client."""
+    raw = yaml.safe_load(resources.files(__package__).joinpath("harness.yaml").read_text())
+    if user_file:
+        try:
+            user = yaml.safe_load(Path(user_file).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise HarnessTableError(f"cannot read harness file {user_file}: {e}") from None
+        if not isinstance(user, dict):
+            raise HarnessTableError(f"{user_file}: expected a mapping with `clients:`")
+        for name, spec in (user.get("clients") or {}).items():
+            if not isinstance(spec, dict):
+                raise HarnessTableError(f"{user_file}: client {name!r} must be a mapping")
+            raw["clients"][name] = {**raw["clients"].get(name, {}), **spec}
+        if "delegation_tools" in user:
+            raw["delegation_tools"] = user["delegation_tools"]
+    return _compile(raw, str(user_file or "harness.yaml"))
+
+
+def _compile(raw: dict[str, Any], source: str) -> HarnessTable:
+    clients = []
+    for name, spec in (raw.get("clients") or {}).items():
+        try:
+            clients.append(_client(name, spec))
+        except (TypeError, ValueError, KeyError, re.error) as e:
+            raise HarnessTableError(f"{source}: client {name!r}: {e}") from None
+    return HarnessTable(clients, frozenset(raw.get("delegation_tools") or ()))
+
+
+def _client(name: str, spec: dict[str, Any]) -> Client:
+    client = Client(name)
+    for entry in spec.get("detect") or []:
+        if "user_agent" in entry:
+            client.user_agent.append(re.compile(entry["user_agent"]))
+        elif "system_regex" in entry:
+            client.system_regex.append(re.compile(entry["system_regex"]))
+        else:
+            client.detect.append(_selector(entry))
+    for role in ("root", "agent", "parent", "turn"):
+        setattr(client, role, [_selector(e) for e in spec.get(role) or []])
+    client.delegation_tools = frozenset(spec.get("delegation_tools") or ())
+    client.not_a_turn = [re.compile(p, re.S) for p in spec.get("not_a_turn") or []]
+    client.side = [_side_rule(e) for e in spec.get("side") or []]
+    return client
+
+
+def _selector(entry: dict[str, Any]) -> Selector:
+    if not isinstance(entry, dict) or ("header" in entry) == ("body" in entry):
+        raise ValueError(f"a selector needs exactly one of `header` or `body`: {entry!r}")
+    unknown = set(entry) - {"header", "body", "json", "regex"}
+    if unknown:
+        raise ValueError(f"unknown selector keys {sorted(unknown)}")
+    return Selector(
+        header=entry["header"].lower() if "header" in entry else None,
+        body=tuple(str(entry["body"]).split(".")) if "body" in entry else (),
+        json_key=entry.get("json"),
+        regex=re.compile(entry["regex"]) if "regex" in entry else None,
+    )
+
+
+def _side_rule(entry: dict[str, Any]) -> SideRule:
+    unknown = set(entry) - {"kind", "tools_empty", "max_tokens", "single_user_text", "has", "equals"}
+    if unknown or "kind" not in entry:
+        raise ValueError(f"a side rule needs `kind` and known conditions: {entry!r}")
+    equals = None
+    if "equals" in entry:
+        spec = dict(entry["equals"])
+        value = spec.pop("value")
+        equals = (_selector(spec), str(value))
+    return SideRule(
+        kind=entry["kind"],
+        tools_empty=entry.get("tools_empty"),
+        max_tokens=entry.get("max_tokens"),
+        single_user_text=entry.get("single_user_text"),
+        has=_selector(entry["has"]) if "has" in entry else None,
+        equals=equals,
+    )

@@ -1,0 +1,16 @@
+"""The Dynamo lineage rule, exactly as NeMo Relay applies it (shared/seed).
+
+`x-dynamo-session-id` is the id of the agent scope that made the request;
+`x-dynamo-parent-session-id` is the id of the immediately enclosing agent scope, kept even when
+equal, and removed when there is none so a stale parent never survives. Turns are not agents.
+"""
+
+from __future__ import annotations
+
+SESSION_HEADER = "x-dynamo-session-id"
+PARENT_HEADER = "x-dynamo-parent-session-id"
+
+
+def lineage_headers(agent_id: str, parent_id: str | None) -> dict[str, str | None]:
+    """Header name -> value to set, or None to remove every field of that name."""
+    return {SESSION_HEADER: agent_id, PARENT_HEADER: parent_id}

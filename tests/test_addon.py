@@ -1,0 +1,275 @@
+"""The mitmproxy addon in-process (taddons / tflow): hooks, options, stamping, pass-through."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from pathlib import Path
+
+import orjson
+import pytest
+from mitmproxy import exceptions
+from mitmproxy.http import Headers
+from mitmproxy.test import taddons, tflow, tutils
+
+import lineage  # addons/lineage.py, on sys.path through conftest
+
+CLAUDE_SESSION = "262845dd-f4af-48ab-b1f9-c617cf26c84a"
+
+
+def llm_request(path: str, body: dict, headers: list[tuple[str, str]] = (), t: float = 1000.0):
+    raw = json.dumps(body).encode()
+    fields = [(b"content-type", b"application/json"), (b"user-agent", b"test-client/1.0")]
+    fields += [(k.encode(), v.encode()) for k, v in headers]
+    return tutils.treq(
+        method=b"POST", path=path.encode(), headers=Headers(fields), content=raw, timestamp_start=t, timestamp_end=t + 0.01
+    )
+
+
+def json_response(body: dict, t: float = 1001.0, headers: list[tuple[bytes, bytes]] = ()):
+    return tutils.tresp(
+        headers=Headers([(b"content-type", b"application/json"), *headers]),
+        content=json.dumps(body).encode(),
+        timestamp_start=t,
+        timestamp_end=t + 0.1,
+    )
+
+
+CHAT_REPLY = {
+    "id": "chatcmpl-1",
+    "model": "gpt-x",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi there"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": 4}},
+}
+
+
+@pytest.fixture
+def addon(tmp_path: Path):
+    addon = lineage.Lineage()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, lineage_dir=str(tmp_path / "traces"), lineage_calls_log=str(tmp_path / "calls.jsonl"))
+        addon.tctx = tctx
+        yield addon
+        addon.done()
+
+
+def logged_calls(tmp_path: Path) -> list[dict]:
+    path = tmp_path / "calls.jsonl"
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()] if path.exists() else []
+
+
+def run(addon, flow, *, stream_chunks: list[bytes] | None = None):
+    addon.request(flow)
+    if flow.response is None:
+        return flow
+    addon.responseheaders(flow)
+    if stream_chunks is not None:
+        assert callable(flow.response.stream)
+        forwarded = [flow.response.stream(chunk) for chunk in [*stream_chunks, b""]]
+        assert forwarded == [*stream_chunks, b""]  # byte-identical, chunk by chunk
+        flow.response.content = None
+    addon.response(flow)
+    return flow
+
+
+def test_stamps_lineage_and_records_the_call(addon, tmp_path):
+    body = {"model": "gpt-x", "messages": [{"role": "user", "content": "hello"}]}
+    flow = tflow.tflow(req=llm_request("/v1/chat/completions", body), resp=json_response(CHAT_REPLY))
+    run(addon, flow)
+    session = flow.request.headers["x-dynamo-session-id"]
+    assert session.startswith("sess-")
+    assert "x-dynamo-parent-session-id" not in flow.request.headers
+    [call] = logged_calls(tmp_path)
+    assert call["api"] == "openai-chat"
+    assert call["response"]["output"]["text"] == "hi there"
+    assert call["response"]["usage"] == {
+        "input_tokens": 12, "output_tokens": 3, "cache_read_tokens": 4, "cache_write_tokens": None, "reasoning_tokens": None,
+    }
+    assert call["scope"]["agent_id"] == session
+    assert call["t_start"] == 1000.0 and call["t_first_byte"] == 1001.0 and call["t_end"] == pytest.approx(1001.1)
+
+
+def test_harness_ids_give_the_same_lineage_dynamo_derives(addon):
+    body = {"model": "claude", "max_tokens": 100, "messages": [{"role": "user", "content": "do it"}]}
+    main = tflow.tflow(req=llm_request("/v1/messages?beta=true", body, [("X-Claude-Code-Session-Id", CLAUDE_SESSION)]))
+    child = tflow.tflow(
+        req=llm_request(
+            "/v1/messages?beta=true", body,
+            [("X-Claude-Code-Session-Id", CLAUDE_SESSION), ("x-claude-code-agent-id", "a745885e64195937a")],
+        )
+    )
+    addon.request(main)
+    addon.request(child)
+    assert main.request.headers["x-dynamo-session-id"] == CLAUDE_SESSION
+    assert "x-dynamo-parent-session-id" not in main.request.headers
+    assert child.request.headers["x-dynamo-session-id"] == "a745885e64195937a"
+    assert child.request.headers["x-dynamo-parent-session-id"] == CLAUDE_SESSION
+
+
+def test_stale_parent_from_the_client_is_removed_and_headers_not_duplicated(addon):
+    body = {"model": "gpt-x", "messages": [{"role": "user", "content": "hello"}]}
+    flow = tflow.tflow(req=llm_request("/v1/chat/completions", body, [("X-Dynamo-Parent-Session-Id", "stale")]))
+    addon.request(flow)
+    assert flow.request.headers.get_all("x-dynamo-parent-session-id") == []
+    assert len(flow.request.headers.get_all("x-dynamo-session-id")) == 1
+
+
+def test_client_lineage_is_respected_by_default_and_overridable(addon):
+    body = {"model": "gpt-x", "messages": [{"role": "user", "content": "hello"}]}
+    sent = [("X-Dynamo-Session-Id", "child-7"), ("x-dynamo-parent-session-id", "root-1")]
+    flow = tflow.tflow(req=llm_request("/v1/chat/completions", body, sent))
+    addon.request(flow)
+    assert flow.request.headers.get_all("x-dynamo-session-id") == ["child-7"]
+    assert flow.request.headers.get_all("x-dynamo-parent-session-id") == ["root-1"]
+
+    addon.tctx.configure(addon, lineage_client_headers="override")
+    flow = tflow.tflow(req=llm_request("/v1/chat/completions", body, sent, t=2000))
+    addon.request(flow)
+    assert flow.request.headers.get_all("x-dynamo-session-id")[0].startswith("sess-")
+    assert flow.request.headers.get_all("x-dynamo-parent-session-id") == []
+
+
+def test_stamping_off_still_records(addon, tmp_path):
+    addon.tctx.configure(addon, lineage_stamp=False)
+    body = {"model": "gpt-x", "messages": [{"role": "user", "content": "hello"}]}
+    flow = tflow.tflow(req=llm_request("/v1/chat/completions", body), resp=json_response(CHAT_REPLY))
+    run(addon, flow)
+    assert "x-dynamo-session-id" not in flow.request.headers
+    assert len(logged_calls(tmp_path)) == 1
+
+
+def test_non_llm_traffic_is_not_touched(addon, tmp_path):
+    flow = tflow.tflow(resp=True)  # GET /path
+    before = flow.copy()
+    run(addon, flow)
+    assert flow.request.headers.fields == before.request.headers.fields
+    assert flow.request.content == before.request.content
+    assert flow.response.stream is False
+    assert logged_calls(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"{not json", b"[1, 2]", b"", json.dumps({"model": "x", "messages": "not a list"}).encode()],
+    ids=["truncated", "not-an-object", "empty", "wrong-shape"],
+)
+def test_malformed_request_is_forwarded_unchanged_and_logged_once(addon, tmp_path, caplog, content):
+    request = llm_request("/v1/chat/completions", {})
+    request.content = content
+    flow = tflow.tflow(req=request, resp=json_response(CHAT_REPLY))
+    before = flow.request.copy()
+    with caplog.at_level(logging.WARNING, logger="agent_lineage"):
+        run(addon, flow)
+    assert flow.request.headers.fields == before.headers.fields
+    assert flow.request.raw_content == before.raw_content
+    assert len([r for r in caplog.records if "forwarded unchanged" in r.getMessage()]) == 1
+    assert logged_calls(tmp_path) == []
+
+
+def test_malformed_response_is_recorded_with_the_problem(addon, tmp_path, caplog):
+    body = {"model": "gpt-x", "messages": [{"role": "user", "content": "hello"}]}
+    response = json_response({})
+    response.content = b'{"id": "chatcmpl-1", "choices": [{"mess'
+    flow = tflow.tflow(req=llm_request("/v1/chat/completions", body), resp=response)
+    with caplog.at_level(logging.WARNING, logger="agent_lineage"):
+        run(addon, flow)
+    assert flow.response.content == b'{"id": "chatcmpl-1", "choices": [{"mess'
+    [call] = logged_calls(tmp_path)
+    assert "unreadable response body" in call["error"]
+    assert sum("unreadable response body" in r.getMessage() for r in caplog.records) == 1
+
+
+SSE_CHAT = [
+    b'data: {"id":"c1","model":"gpt-x","choices":[{"index":0,"delta":{"role":"assistant"}}]}\n\n',
+    b'data: {"id":"c1","choices":[{"index":0,"delta":{"content":"Hel"}}]}\n',
+    b'\ndata: {"id":"c1","choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":"stop"}]}\n\n',
+    b'data: {"id":"c1","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2}}\n\ndata: [DONE]\n\n',
+]
+
+
+def test_streamed_response_passes_through_chunk_by_chunk_and_is_saved(addon, tmp_path):
+    body = {"model": "gpt-x", "stream": True, "messages": [{"role": "user", "content": "hello"}]}
+    response = tutils.tresp(headers=Headers([(b"content-type", b"text/event-stream")]), content=None, timestamp_start=1001, timestamp_end=1002)
+    flow = tflow.tflow(req=llm_request("/v1/chat/completions", body), resp=response)
+    run(addon, flow, stream_chunks=SSE_CHAT)
+    assert flow.response.raw_content == b"".join(SSE_CHAT)  # what `-w` will save
+    [call] = logged_calls(tmp_path)
+    assert call["response"]["output"]["text"] == "Hello"
+    assert call["response"]["complete"] is True
+    assert call["response"]["usage"]["input_tokens"] == 5
+
+
+def test_gzip_stream_is_forwarded_encoded_and_read_decoded(addon, tmp_path):
+    body = {"model": "gpt-x", "stream": True, "messages": [{"role": "user", "content": "hello"}]}
+    encoded = gzip.compress(b"".join(SSE_CHAT))
+    chunks = [encoded[i : i + 7] for i in range(0, len(encoded), 7)]
+    response = tutils.tresp(
+        headers=Headers([(b"content-type", b"text/event-stream"), (b"content-encoding", b"gzip")]), content=None
+    )
+    flow = tflow.tflow(req=llm_request("/v1/chat/completions", body), resp=response)
+    run(addon, flow, stream_chunks=chunks)
+    [call] = logged_calls(tmp_path)
+    assert call["response"]["output"]["text"] == "Hello"
+
+
+def test_stream_cut_by_client_disconnect_is_recorded_with_what_arrived(addon, tmp_path):
+    body = {"model": "gpt-x", "stream": True, "messages": [{"role": "user", "content": "hello"}]}
+    response = tutils.tresp(headers=Headers([(b"content-type", b"text/event-stream")]), content=None)
+    flow = tflow.tflow(req=llm_request("/v1/chat/completions", body), resp=response)
+    addon.request(flow)
+    addon.responseheaders(flow)
+    for chunk in SSE_CHAT[:2]:
+        flow.response.stream(chunk)
+    flow.error = tflow.terr("client disconnected")
+    addon.error(flow)
+    [call] = logged_calls(tmp_path)
+    assert call["error"] == "client disconnected"
+    assert call["response"]["complete"] is False
+    assert call["response"]["output"]["text"] == "Hel"
+    assert flow.response.raw_content == b"".join(SSE_CHAT[:2])
+
+
+def test_upstream_error_status_is_recorded(addon, tmp_path):
+    body = {"model": "gpt-x", "messages": [{"role": "user", "content": "hello"}]}
+    response = json_response({"error": {"type": "server_error", "message": "boom"}})
+    response.status_code = 503
+    flow = tflow.tflow(req=llm_request("/v1/chat/completions", body), resp=response)
+    run(addon, flow)
+    [call] = logged_calls(tmp_path)
+    assert call["status"] == 503
+    assert call["error"] == "HTTP 503: server_error: boom"
+
+
+def test_connection_failure_before_any_response_is_recorded(addon, tmp_path):
+    body = {"model": "gpt-x", "messages": [{"role": "user", "content": "hello"}]}
+    flow = tflow.tflow(req=llm_request("/v1/chat/completions", body))
+    addon.request(flow)
+    flow.error = tflow.terr("connection reset")
+    addon.error(flow)
+    [call] = logged_calls(tmp_path)
+    assert call["status"] is None and call["error"] == "connection reset"
+
+
+def test_secrets_are_blanked_in_the_flow_once_forwarded_and_never_logged(addon, tmp_path):
+    body = {"model": "gpt-x", "messages": [{"role": "user", "content": "hello"}]}
+    request = llm_request("/v1/chat/completions?key=sk-secret", body, [("Authorization", "Bearer sk-secret"), ("x-api-key", "sk-secret")])
+    flow = tflow.tflow(req=request, resp=json_response(CHAT_REPLY))
+    addon.request(flow)
+    assert flow.request.headers["authorization"] == "Bearer sk-secret"  # forwarded as sent
+    addon.responseheaders(flow)
+    addon.response(flow)
+    assert flow.request.headers["authorization"] == "<redacted>"
+    assert flow.request.query["key"] == "<redacted>"
+    assert b"sk-secret" not in (tmp_path / "calls.jsonl").read_bytes()
+
+
+def test_bad_option_values_are_rejected(addon, tmp_path):
+    with pytest.raises(exceptions.OptionsError):
+        addon.tctx.configure(addon, lineage_write_interval=-1.0)
+    bad = tmp_path / "harness.yaml"
+    bad.write_text("clients:\n  x:\n    root:\n      - {nothing: here}\n")
+    with pytest.raises(exceptions.OptionsError, match="selector"):
+        addon.tctx.configure(addon, lineage_harness_file=str(bad))
+    with pytest.raises(exceptions.OptionsError):
+        addon.tctx.configure(addon, lineage_client_headers="sometimes")
