@@ -1,0 +1,982 @@
+"""A local imitation of the OpenAI and Anthropic LLM APIs, for demos and tests.
+
+`DemoUpstream` serves, on 127.0.0.1, JSON or streamed (SSE) replies shaped exactly like the
+real APIs': OpenAI Chat Completions (`/v1/chat/completions`), OpenAI Responses
+(`/v1/responses`), Anthropic Messages (`/v1/messages`, `/v1/messages/count_tokens`), plus
+`HEAD /`, `GET /` and `GET /v1/models`. The `/v1` prefix is optional for the OpenAI paths.
+Every request is recorded in `DemoUpstream.requests`. Ids and token counts are derived from
+the request body, so the same request always gets the same reply.
+
+    python -m agent_lineage.demo.upstream --port 8765
+
+Scripts
+-------
+What the "model" answers is written in the prompt itself:
+
+    [[script: STEP ; STEP ; ...]]
+
+    tool NAME {json object}          one tool call
+    tools NAME {json} NAME {json}    parallel tool calls in one response
+    say TEXT                         a final text answer
+    think TEXT                       a reasoning / thinking block before the next step's output
+
+TEXT runs to the next `;` or `]]`, or is a JSON string literal ("...") when it must hold those.
+Tool arguments are JSON, so a child agent's script can be nested inside one, quotes escaped:
+
+    [[script: tool bash {"command": "ls"} ;
+              tool delegate {"task": "[[script: tool bash {\\"command\\": \\"wc -l README.md\\"} ; say 42]]"} ;
+              say All done.]]
+
+The script comes from the last fresh user message (a prompt, not tool results) that contains
+one; `<system-reminder>` blocks are ignored. The step played is the number of assistant
+replies that follow that message in the conversation (an assistant message, or a run of
+consecutive Responses output items, is one reply), so each continuation that carries the tool
+results gets the next step. When the steps run out the reply is "Done.". A second user turn
+with its own script starts over at its first step; without any script the reply is
+"Hello from the demo upstream.". Responses requests with `previous_response_id` are resolved
+against the conversations this upstream has answered.
+
+Failure injection
+-----------------
+Controls are read from the last user-side message of the request (the latest prompt, or the
+tool results that continue a turn), outside its script, so a child's controls nested in a
+tool argument never act on the parent:
+
+    [[status:503]]                   answer that HTTP status (4xx/5xx) with a provider-shaped error
+    [[cut:N]]                        send N SSE events (non-streamed: N body bytes), then drop the
+                                     connection without finishing the body
+    [[delay:first=0.5,chunk=0.05]]   seconds before the first event / between events (either key
+                                     may be left out); overrides the constructor's delays
+
+Token usage: prompt tokens T = ceil(body bytes / 4); cached C = 0 on a conversation's first
+request, else 3/4 of T rounded down to a multiple of 64. Anthropic splits T into
+cache_read_input_tokens = C, cache_creation_input_tokens = (T - C) rounded down to 64, and
+input_tokens = the rest. Output tokens = ceil(chars / 4) of text, tool arguments and thinking.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import hashlib
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TEXT = "Hello from the demo upstream."
+EXHAUSTED_TEXT = "Done."
+DEFAULT_MODEL = "demo-model"
+MODELS = ("demo-model", "demo-model-small")
+
+CHAT = "openai-chat"
+RESPONSES = "openai-responses"
+MESSAGES = "anthropic-messages"
+
+_LLM_PATHS = {
+    "/v1/chat/completions": CHAT,
+    "/chat/completions": CHAT,
+    "/v1/responses": RESPONSES,
+    "/responses": RESPONSES,
+    "/v1/messages": MESSAGES,
+}
+_ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+_PIECE = 12  # characters per streamed text or argument delta
+
+
+# --- scripts -------------------------------------------------------------------------------
+
+
+class ScriptError(ValueError):
+    """A malformed `[[script: ...]]` or control marker; answered with HTTP 400."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptedCall:
+    name: str
+    arguments: str  # JSON object text, as a model would emit it
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One scripted assistant reply: a text answer or tool calls, maybe after some thinking."""
+
+    text: str = ""
+    tool_calls: tuple[ScriptedCall, ...] = ()
+    thinking: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Controls:
+    status: int | None = None
+    cut: int | None = None
+    first_byte_delay: float | None = None
+    chunk_delay: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    steps: list[Reply]
+    start: int  # span of the marker in the text it was found in
+    end: int
+
+
+_SCRIPT_OPEN = "[[script:"
+_WORD = re.compile(r"[a-z]+")
+_TOOL_NAME = re.compile(r"[A-Za-z_][\w.:-]*")
+_STATUS = re.compile(r"\[\[status:([45]\d\d)\]\]")
+_CUT = re.compile(r"\[\[cut:(\d+)\]\]")
+_DELAY = re.compile(r"\[\[delay:([^\]]*)\]\]")
+_SYSTEM_REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL)
+
+
+def find_script(text: str) -> Script | None:
+    """The first `[[script: ...]]` in text, parsed; None when there is none."""
+    start = text.find(_SCRIPT_OPEN)
+    if start < 0:
+        return None
+    reader = _ScriptReader(text, start + len(_SCRIPT_OPEN))
+    steps = reader.read_steps()
+    return Script(steps, start, reader.pos)
+
+
+class _ScriptReader:
+    def __init__(self, text: str, pos: int) -> None:
+        self.text = text
+        self.pos = pos
+
+    def read_steps(self) -> list[Reply]:
+        steps: list[Reply] = []
+        thinking = ""
+        while True:
+            word = self._expect(_WORD, "a step (tool, tools, say, think)")
+            if word == "think":
+                if thinking:
+                    raise ScriptError("two think steps in a row")
+                thinking = self._text()
+            elif word == "say":
+                steps.append(Reply(text=self._text(), thinking=thinking))
+                thinking = ""
+            elif word in ("tool", "tools"):
+                calls = [self._call()]
+                while word == "tools" and not self._at_separator():
+                    calls.append(self._call())
+                steps.append(Reply(tool_calls=tuple(calls), thinking=thinking))
+                thinking = ""
+            else:
+                raise ScriptError(f"unknown step {word!r}")
+            if self._take(";"):
+                continue
+            if self._take("]]"):
+                break
+            raise ScriptError(f"expected ';' or ']]' at offset {self.pos}")
+        if thinking:
+            raise ScriptError("think must be followed by a step")
+        return steps
+
+    def _skip_space(self) -> None:
+        while self.pos < len(self.text) and self.text[self.pos].isspace():
+            self.pos += 1
+
+    def _take(self, token: str) -> bool:
+        self._skip_space()
+        if self.text.startswith(token, self.pos):
+            self.pos += len(token)
+            return True
+        return False
+
+    def _at_separator(self) -> bool:
+        self._skip_space()
+        return self.text.startswith((";", "]]"), self.pos) or self.pos >= len(self.text)
+
+    def _expect(self, pattern: re.Pattern[str], what: str) -> str:
+        self._skip_space()
+        if not (m := pattern.match(self.text, self.pos)):
+            raise ScriptError(f"expected {what} at offset {self.pos}")
+        self.pos = m.end()
+        return m.group()
+
+    def _json(self) -> Any:
+        self._skip_space()
+        try:
+            value, self.pos = json.JSONDecoder().raw_decode(self.text, self.pos)
+        except ValueError as e:
+            raise ScriptError(f"bad JSON at offset {self.pos}: {e}") from None
+        return value
+
+    def _text(self) -> str:
+        self._skip_space()
+        if self.text.startswith('"', self.pos):
+            value = self._json()
+        else:
+            ends = [i for i in (self.text.find(";", self.pos), self.text.find("]]", self.pos)) if i >= 0]
+            if not ends:
+                raise ScriptError("unterminated script")
+            value, self.pos = self.text[self.pos : min(ends)].strip(), min(ends)
+        if not isinstance(value, str) or not value:
+            raise ScriptError(f"expected a text at offset {self.pos}")
+        return value
+
+    def _call(self) -> ScriptedCall:
+        name = self._expect(_TOOL_NAME, "a tool name")
+        arguments = self._json()
+        if not isinstance(arguments, dict):
+            raise ScriptError(f"arguments of {name} must be a JSON object")
+        return ScriptedCall(name, json.dumps(arguments, separators=(",", ":")))
+
+
+def find_controls(text: str) -> Controls:
+    """The failure-injection markers in text (a user-side message with its script cut out)."""
+    status = _STATUS.search(text)
+    cut = _CUT.search(text)
+    delays: dict[str, float] = {}
+    if m := _DELAY.search(text):
+        for item in filter(None, m.group(1).replace(" ", "").split(",")):
+            key, _, value = item.partition("=")
+            try:
+                delays[key] = float(value)
+            except ValueError:
+                raise ScriptError(f"bad delay {item!r}") from None
+        if unknown := delays.keys() - {"first", "chunk"}:
+            raise ScriptError(f"unknown delay keys {sorted(unknown)}")
+    return Controls(
+        status=int(status.group(1)) if status else None,
+        cut=int(cut.group(1)) if cut else None,
+        first_byte_delay=delays.get("first"),
+        chunk_delay=delays.get("chunk"),
+    )
+
+
+# --- reading conversations -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """One conversation entry as the script player sees it."""
+
+    side: str  # "user" (a prompt or tool results), "assistant", or "" (system, developer, ...)
+    text: str = ""
+    fresh: bool = False  # a user prompt, not tool results
+
+
+def _text(content: Any) -> str:
+    """The text of a message content in any of the three APIs' shapes (tool results included)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(_text(part) for part in content)
+    if isinstance(content, dict):
+        return content["text"] if isinstance(content.get("text"), str) else _text(content.get("content"))
+    return ""
+
+
+def _user(content: Any, fresh: bool) -> _Entry:
+    return _Entry("user", _SYSTEM_REMINDER.sub("", _text(content)), fresh)
+
+
+def _dicts(value: Any) -> list[dict]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _chat_entries(request: dict) -> list[_Entry]:
+    entries = []
+    for message in _dicts(request.get("messages")):
+        match message.get("role"):
+            case "user":
+                entries.append(_user(message.get("content"), fresh=True))
+            case "tool" | "function":
+                entries.append(_user(message.get("content"), fresh=False))
+            case "assistant":
+                entries.append(_Entry("assistant"))
+            case _:
+                entries.append(_Entry(""))
+    return entries
+
+
+def _responses_items(request: dict) -> list[dict]:
+    """The request's input as a list of items (a string input is one user message)."""
+    value = request.get("input")
+    return [{"role": "user", "content": value}] if isinstance(value, str) else _dicts(value)
+
+
+def _responses_entries(items: list[dict]) -> list[_Entry]:
+    entries = []
+    for item in items:
+        kind = item.get("type", "message")
+        if kind == "message":
+            role = item.get("role")
+            if role == "user":
+                entries.append(_user(item.get("content"), fresh=True))
+            else:
+                entries.append(_Entry("assistant" if role == "assistant" else ""))
+        elif kind.endswith("_output"):  # function_call_output, custom_tool_call_output, ...
+            entries.append(_user(item.get("output"), fresh=False))
+        elif kind.endswith("_call") or kind == "reasoning":
+            entries.append(_Entry("assistant"))
+        else:
+            entries.append(_Entry(""))
+    return entries
+
+
+def _messages_entries(request: dict) -> list[_Entry]:
+    entries = []
+    for message in _dicts(request.get("messages")):
+        match message.get("role"):
+            case "user":
+                content = message.get("content")
+                results = any(block.get("type") == "tool_result" for block in _dicts(content))
+                entries.append(_user(content, fresh=not results))
+            case "assistant":
+                entries.append(_Entry("assistant"))
+            case _:  # Claude Code may put role "system" entries mid-conversation
+                entries.append(_Entry(""))
+    return entries
+
+
+def _plan_reply(entries: list[_Entry]) -> tuple[Reply, Controls]:
+    """The scripted reply to a conversation, and the controls of its last user-side message."""
+    reply = Reply(text=DEFAULT_TEXT)
+    for i in reversed(range(len(entries))):
+        entry = entries[i]
+        if entry.side == "user" and entry.fresh and (script := find_script(entry.text)):
+            step = _replies(entries[i + 1 :])
+            reply = script.steps[step] if step < len(script.steps) else Reply(text=EXHAUSTED_TEXT)
+            break
+    last_user = next((e for e in reversed(entries) if e.side == "user"), None)
+    if last_user is None:
+        return reply, Controls()
+    text = last_user.text
+    if script := find_script(text):
+        text = text[: script.start] + text[script.end :]
+    return reply, find_controls(text)
+
+
+def _replies(entries: list[_Entry]) -> int:
+    """Assistant replies among entries: each run of assistant entries after a user entry is one."""
+    count, previous = 0, "user"
+    for entry in entries:
+        if entry.side == "assistant" and previous != "assistant":
+            count += 1
+        if entry.side:
+            previous = entry.side
+    return count
+
+
+# --- rendering replies -----------------------------------------------------------------------
+
+
+def _tokens(size: int) -> int:
+    return (size + 3) // 4
+
+
+def _pieces(text: str) -> list[str]:
+    return [text[i : i + _PIECE] for i in range(0, len(text), _PIECE)]
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """A reply plus what every rendering of it needs: model, ids and token counts."""
+
+    reply: Reply
+    request: dict
+    seed: str  # hex digest of the request body: every id derives from it
+    prompt_tokens: int
+    cached_tokens: int
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def model(self) -> str:
+        model = self.request.get("model")
+        return model if isinstance(model, str) and model else DEFAULT_MODEL
+
+    def id(self, prefix: str, *parts: object) -> str:
+        digest = hashlib.sha256(":".join([self.seed, prefix, *map(str, parts)]).encode()).hexdigest()
+        return prefix + digest[:24]
+
+    @property
+    def output_tokens(self) -> int:
+        reply = self.reply
+        arguments = sum(_tokens(len(c.arguments)) for c in reply.tool_calls)
+        return max(1, _tokens(len(reply.text)) + arguments + self.reasoning_tokens)
+
+    @property
+    def reasoning_tokens(self) -> int:
+        return _tokens(len(self.reply.thinking))
+
+
+def _sse(data: dict | str, event: str | None = None) -> bytes:
+    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    return (f"event: {event}\n" if event else "").encode() + f"data: {text}\n\n".encode()
+
+
+# OpenAI Chat Completions
+
+
+def _chat_usage(a: _Answer) -> dict:
+    return {
+        "prompt_tokens": a.prompt_tokens,
+        "completion_tokens": a.output_tokens,
+        "total_tokens": a.prompt_tokens + a.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": a.cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": a.reasoning_tokens},
+    }
+
+
+def _chat_tool_calls(a: _Answer) -> list[dict]:
+    return [
+        {"id": a.id("call_", i), "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for i, c in enumerate(a.reply.tool_calls)
+    ]
+
+
+def _chat_finish_reason(a: _Answer) -> str:
+    return "tool_calls" if a.reply.tool_calls else "stop"
+
+
+def _chat_completion(a: _Answer) -> dict:
+    message: dict[str, Any] = {"role": "assistant", "content": a.reply.text or None, "refusal": None}
+    if a.reply.thinking:  # the field vLLM and other OpenAI-compatible servers use
+        message["reasoning_content"] = a.reply.thinking
+    if a.reply.tool_calls:
+        message["tool_calls"] = _chat_tool_calls(a)
+    return {
+        "id": a.id("chatcmpl-"),
+        "object": "chat.completion",
+        "created": a.created,
+        "model": a.model,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": _chat_finish_reason(a)}],
+        "usage": _chat_usage(a),
+        "system_fingerprint": "fp_demo",
+    }
+
+
+def _chat_events(a: _Answer) -> list[bytes]:
+    options = a.request.get("stream_options")
+    include_usage = isinstance(options, dict) and options.get("include_usage") is True
+    chunk_id = a.id("chatcmpl-")
+
+    def chunk(delta: dict | None, finish_reason: str | None = None, usage: dict | None = None) -> bytes:
+        choices = (
+            [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
+        )
+        body: dict[str, Any] = {
+            "id": chunk_id,
+            "object": "chat.completion.chunk",
+            "created": a.created,
+            "model": a.model,
+            "system_fingerprint": "fp_demo",
+            "choices": choices,
+        }
+        if include_usage:  # OpenAI then sends "usage": null on every chunk but the last
+            body["usage"] = usage
+        return _sse(body)
+
+    events = [chunk({"role": "assistant", "content": "" if a.reply.text else None, "refusal": None})]
+    events += [chunk({"reasoning_content": p}) for p in _pieces(a.reply.thinking)]
+    events += [chunk({"content": p}) for p in _pieces(a.reply.text)]
+    for i, call in enumerate(_chat_tool_calls(a)):
+        function = call["function"]
+        head = {
+            "index": i,
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": function["name"], "arguments": ""},
+        }
+        events.append(chunk({"tool_calls": [head]}))
+        events += [
+            chunk({"tool_calls": [{"index": i, "function": {"arguments": p}}]}) for p in _pieces(function["arguments"])
+        ]
+    events.append(chunk({}, _chat_finish_reason(a)))
+    if include_usage:
+        events.append(chunk(None, usage=_chat_usage(a)))
+    events.append(_sse("[DONE]"))
+    return events
+
+
+# OpenAI Responses
+
+
+def _response_output(a: _Answer) -> list[dict]:
+    reply, items = a.reply, []
+    if reply.thinking:
+        items.append(
+            {"type": "reasoning", "id": a.id("rs_"), "summary": [{"type": "summary_text", "text": reply.thinking}]}
+        )
+    if reply.text:
+        content = [{"type": "output_text", "text": reply.text, "annotations": []}]
+        items.append(
+            {"type": "message", "id": a.id("msg_"), "role": "assistant", "status": "completed", "content": content}
+        )
+    for i, c in enumerate(reply.tool_calls):
+        items.append(
+            {
+                "type": "function_call",
+                "id": a.id("fc_", i),
+                "call_id": a.id("call_", i),
+                "name": c.name,
+                "arguments": c.arguments,
+                "status": "completed",
+            }
+        )
+    return items
+
+
+def _response(a: _Answer, status: str, output: list[dict], usage: dict | None) -> dict:
+    request = a.request
+    return {
+        "id": a.id("resp_"),
+        "object": "response",
+        "created_at": a.created,
+        "status": status,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": request.get("instructions"),
+        "model": a.model,
+        "output": output,
+        "parallel_tool_calls": request.get("parallel_tool_calls", True),
+        "previous_response_id": request.get("previous_response_id"),
+        "tool_choice": request.get("tool_choice", "auto"),
+        "tools": request.get("tools", []),
+        "store": request.get("store", True),
+        "metadata": {},
+        "usage": usage,
+    }
+
+
+def _responses_usage(a: _Answer) -> dict:
+    return {
+        "input_tokens": a.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": a.cached_tokens},
+        "output_tokens": a.output_tokens,
+        "output_tokens_details": {"reasoning_tokens": a.reasoning_tokens},
+        "total_tokens": a.prompt_tokens + a.output_tokens,
+    }
+
+
+def _response_object(a: _Answer) -> dict:
+    return _response(a, "completed", _response_output(a), _responses_usage(a))
+
+
+def _responses_events(a: _Answer) -> list[bytes]:
+    events: list[tuple[str, dict]] = [
+        ("response.created", {"response": _response(a, "in_progress", [], None)}),
+        ("response.in_progress", {"response": _response(a, "in_progress", [], None)}),
+    ]
+    for index, item in enumerate(_response_output(a)):
+        at = {"item_id": item["id"], "output_index": index}
+        match item["type"]:
+            case "reasoning":
+                text = item["summary"][0]["text"]
+                part: dict[str, Any] = {"type": "summary_text", "text": ""}
+                events.append(("response.output_item.added", {"output_index": index, "item": item | {"summary": []}}))
+                events.append(("response.reasoning_summary_part.added", at | {"summary_index": 0, "part": part}))
+                events += [
+                    ("response.reasoning_summary_text.delta", at | {"summary_index": 0, "delta": p})
+                    for p in _pieces(text)
+                ]
+                events.append(("response.reasoning_summary_text.done", at | {"summary_index": 0, "text": text}))
+                events.append(
+                    ("response.reasoning_summary_part.done", at | {"summary_index": 0, "part": part | {"text": text}})
+                )
+            case "message":
+                text = item["content"][0]["text"]
+                part = {"type": "output_text", "text": "", "annotations": []}
+                at |= {"content_index": 0}
+                added = item | {"status": "in_progress", "content": []}
+                events.append(("response.output_item.added", {"output_index": index, "item": added}))
+                events.append(("response.content_part.added", at | {"part": part}))
+                events += [("response.output_text.delta", at | {"delta": p, "logprobs": []}) for p in _pieces(text)]
+                events.append(("response.output_text.done", at | {"text": text, "logprobs": []}))
+                events.append(("response.content_part.done", at | {"part": part | {"text": text}}))
+            case "function_call":
+                added = item | {"arguments": "", "status": "in_progress"}
+                events.append(("response.output_item.added", {"output_index": index, "item": added}))
+                events += [
+                    ("response.function_call_arguments.delta", at | {"delta": p}) for p in _pieces(item["arguments"])
+                ]
+                events.append(("response.function_call_arguments.done", at | {"arguments": item["arguments"]}))
+        events.append(("response.output_item.done", {"output_index": index, "item": item}))
+    events.append(("response.completed", {"response": _response_object(a)}))
+    return [_sse({"type": kind, "sequence_number": n} | data, kind) for n, (kind, data) in enumerate(events)]
+
+
+# Anthropic Messages
+
+
+def _anthropic_usage(a: _Answer) -> dict:
+    created = (a.prompt_tokens - a.cached_tokens) // 64 * 64
+    return {
+        "input_tokens": a.prompt_tokens - a.cached_tokens - created,
+        "cache_creation_input_tokens": created,
+        "cache_read_input_tokens": a.cached_tokens,
+        "output_tokens": a.output_tokens,
+    }
+
+
+def _signature(a: _Answer) -> str:
+    return base64.b64encode(hashlib.sha256(f"{a.seed}:signature".encode()).digest()).decode()
+
+
+def _message_content(a: _Answer) -> list[dict]:
+    reply, blocks = a.reply, []
+    if reply.thinking:
+        blocks.append({"type": "thinking", "thinking": reply.thinking, "signature": _signature(a)})
+    if reply.text:
+        blocks.append({"type": "text", "text": reply.text})
+    for i, c in enumerate(reply.tool_calls):
+        blocks.append({"type": "tool_use", "id": a.id("toolu_", i), "name": c.name, "input": json.loads(c.arguments)})
+    return blocks
+
+
+def _message(a: _Answer, content: list[dict], stop_reason: str | None, usage: dict) -> dict:
+    return {
+        "id": a.id("msg_"),
+        "type": "message",
+        "role": "assistant",
+        "model": a.model,
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": usage,
+    }
+
+
+def _stop_reason(a: _Answer) -> str:
+    return "tool_use" if a.reply.tool_calls else "end_turn"
+
+
+def _message_object(a: _Answer) -> dict:
+    return _message(a, _message_content(a), _stop_reason(a), _anthropic_usage(a))
+
+
+def _messages_events(a: _Answer) -> list[bytes]:
+    start_usage = _anthropic_usage(a) | {"output_tokens": 1}
+    events: list[dict] = [
+        {"type": "message_start", "message": _message(a, [], None, start_usage)},
+        {"type": "ping"},
+    ]
+    for index, block in enumerate(_message_content(a)):
+        deltas: list[dict]
+        match block["type"]:
+            case "thinking":
+                start = {"type": "thinking", "thinking": "", "signature": ""}
+                deltas = [{"type": "thinking_delta", "thinking": p} for p in _pieces(block["thinking"])]
+                deltas.append({"type": "signature_delta", "signature": block["signature"]})
+            case "text":
+                start = {"type": "text", "text": ""}
+                deltas = [{"type": "text_delta", "text": p} for p in _pieces(block["text"])]
+            case _:  # tool_use: the input arrives as fragments of its JSON text
+                start = block | {"input": {}}
+                arguments = json.dumps(block["input"], separators=(",", ":"))
+                deltas = [{"type": "input_json_delta", "partial_json": p} for p in _pieces(arguments)]
+        events.append({"type": "content_block_start", "index": index, "content_block": start})
+        events += [{"type": "content_block_delta", "index": index, "delta": d} for d in deltas]
+        events.append({"type": "content_block_stop", "index": index})
+    events.append(
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": _stop_reason(a), "stop_sequence": None},
+            "usage": {"output_tokens": a.output_tokens},
+        }
+    )
+    events.append({"type": "message_stop"})
+    return [_sse(e, e["type"]) for e in events]
+
+
+_RENDER = {
+    CHAT: (_chat_completion, _chat_events),
+    RESPONSES: (_response_object, _responses_events),
+    MESSAGES: (_message_object, _messages_events),
+}
+
+
+def _error_body(api: str, status: int, message: str) -> dict:
+    """An error in the provider's shape."""
+    if api == MESSAGES:
+        kind = _ANTHROPIC_ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+        return {"type": "error", "error": {"type": kind, "message": message}}
+    kind = "server_error" if status >= 500 else "invalid_request_error"
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+def _models(anthropic: bool) -> dict:
+    if anthropic:
+        data = [{"type": "model", "id": m, "display_name": m, "created_at": "2026-01-01T00:00:00Z"} for m in MODELS]
+        return {"data": data, "has_more": False, "first_id": MODELS[0], "last_id": MODELS[-1]}
+    return {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "demo"} for m in MODELS]}
+
+
+# --- HTTP ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    method: str
+    path: str  # with query, as received
+    headers: list[tuple[str, str]]
+    body: bytes
+    json: Any  # the parsed body, or None
+    time: float  # when its headers were read (epoch seconds)
+
+    def header(self, name: str) -> str | None:
+        """The first value of a header, by case-insensitive name."""
+        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, upstream: DemoUpstream, port: int) -> None:
+        self.upstream = upstream
+        super().__init__(("127.0.0.1", port), _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    _seed: str  # hex digest of the request body, set per request
+    protocol_version = "HTTP/1.1"  # keep-alive, and chunked streaming
+    disable_nagle_algorithm = True  # each SSE event leaves at once, as its own small write
+    server_version = "agent-lineage-demo/0.1"
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    def do_HEAD(self) -> None:
+        self._handle()
+
+    def do_POST(self) -> None:
+        self._handle()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.info("%s " + format, self.address_string(), *args)
+
+    def _handle(self) -> None:
+        received = time.time()
+        body = self._read_body()
+        try:
+            parsed = json.loads(body) if body else None
+        except ValueError:
+            parsed = None
+        self._seed = hashlib.sha256(body).hexdigest()
+        upstream = self.server.upstream
+        upstream._record(RecordedRequest(self.command, self.path, self.headers.items(), body, parsed, received))
+
+        path = urlsplit(self.path).path
+        api = MESSAGES if path.startswith("/v1/messages") else CHAT
+        match (self.command, path):
+            case ("GET" | "HEAD", "/"):
+                self._send_json(200, {"status": "ok", "service": "agent-lineage demo upstream"})
+            case ("GET", "/v1/models" | "/models"):
+                self._send_json(200, _models(anthropic="anthropic-version" in self.headers))
+            case ("POST", "/v1/messages/count_tokens") if isinstance(parsed, dict):
+                self._send_json(200, {"input_tokens": _tokens(len(body))})
+            case ("POST", "/v1/messages/count_tokens"):
+                self._send_json(400, _error_body(api, 400, "malformed JSON body"))
+            case ("POST", _) if path in _LLM_PATHS:
+                self._answer(_LLM_PATHS[path], body, parsed)
+            case _:
+                self._send_json(404, _error_body(api, 404, f"no route for {self.command} {path}"))
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("transfer-encoding", "").lower():
+            chunks = []
+            while size := int(self.rfile.readline().split(b";")[0], 16):
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
+                pass
+            return b"".join(chunks)
+        return self.rfile.read(int(self.headers.get("content-length") or 0))
+
+    def _answer(self, api: str, body: bytes, request: Any) -> None:
+        if not isinstance(request, dict):
+            return self._send_json(400, _error_body(api, 400, "malformed JSON body: expected a JSON object"))
+        upstream = self.server.upstream
+        if api == RESPONSES:
+            previous = request.get("previous_response_id")
+            history = upstream._stored_response(previous) if previous else []
+            if history is None:
+                return self._send_json(400, _error_body(api, 400, f"previous response {previous!r} not found"))
+            items = history + _responses_items(request)
+            entries = _responses_entries(items)
+        else:
+            entries = _chat_entries(request) if api == CHAT else _messages_entries(request)
+        try:
+            reply, controls = _plan_reply(entries)
+        except ScriptError as e:
+            return self._send_json(400, _error_body(api, 400, f"bad demo script: {e}"))
+        if controls.status:
+            return self._send_json(
+                controls.status, _error_body(api, controls.status, f"injected HTTP {controls.status}")
+            )
+
+        prompt_tokens = _tokens(len(body))
+        continuing = any(e.side == "assistant" for e in entries)
+        cached = prompt_tokens * 3 // 4 // 64 * 64 if continuing else 0
+        answer = _Answer(reply, request, self._seed, prompt_tokens, cached)
+        if api == RESPONSES:
+            upstream._store_response(answer.id("resp_"), items + _response_output(answer))
+
+        first_delay = upstream.first_byte_delay if controls.first_byte_delay is None else controls.first_byte_delay
+        chunk_delay = upstream.chunk_delay if controls.chunk_delay is None else controls.chunk_delay
+        render_json, render_events = _RENDER[api]
+        if request.get("stream") is True:
+            self._send_stream(render_events(answer), first_delay, chunk_delay, controls.cut)
+        else:
+            time.sleep(first_delay)
+            self._send_json(200, render_json(answer), cut=controls.cut)
+
+    def _start(self, status: int, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        request_id = "req_" + self._seed[:24]
+        self.send_header("request-id", request_id)  # Anthropic's name
+        self.send_header("x-request-id", request_id)  # OpenAI's name
+        self.end_headers()
+
+    def _send_json(self, status: int, payload: dict, cut: int | None = None) -> None:
+        data = json.dumps(payload, separators=(",", ":")).encode()
+        self._start(status, {"content-type": "application/json", "content-length": str(len(data))})
+        if self.command == "HEAD":
+            return
+        if cut is None:
+            self.wfile.write(data)
+            return
+        self._abort(lambda: self.wfile.write(data[:cut]))
+
+    def _send_stream(self, events: list[bytes], first_delay: float, chunk_delay: float, cut: int | None) -> None:
+        self._start(
+            200,
+            {
+                "content-type": "text/event-stream; charset=utf-8",
+                "cache-control": "no-cache",
+                "transfer-encoding": "chunked",
+            },
+        )
+
+        def send(events: list[bytes]) -> None:
+            for n, event in enumerate(events):
+                time.sleep(first_delay if n == 0 else chunk_delay)
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))  # one chunk per event
+
+        if cut is not None:
+            return self._abort(lambda: send(events[:cut]))
+        try:
+            send(events)
+            self.wfile.write(b"0\r\n\r\n")
+        except ConnectionError:  # the client went away mid-stream
+            self.close_connection = True
+
+    def _abort(self, write: Callable[[], object]) -> None:
+        """Write part of a body, then drop the connection: the client sees a truncated response."""
+        with contextlib.suppress(ConnectionError):
+            write()
+        self.close_connection = True
+
+
+class DemoUpstream:
+    """The demo LLM server: bound on construction, served from a background thread."""
+
+    def __init__(self, port: int = 0, *, first_byte_delay: float = 0.0, chunk_delay: float = 0.0) -> None:
+        self.first_byte_delay = first_byte_delay
+        self.chunk_delay = chunk_delay
+        self._lock = threading.Lock()
+        self._requests: list[RecordedRequest] = []
+        # Responses conversations by response id (input and output items), for previous_response_id.
+        self._responses: dict[str, list[dict]] = {}
+        self._server = _Server(self, port)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        """The server root, without `/v1` (OpenAI SDKs want `base_url + "/v1"`, Anthropic's not)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A snapshot of the requests received so far, in arrival order."""
+        with self._lock:
+            return list(self._requests)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._requests.clear()
+            self._responses.clear()
+
+    def start(self) -> Self:
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},  # how long stop() may wait
+            name=f"demo-upstream:{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread:
+            self._server.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._server.server_close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self._requests.append(request)
+
+    def _store_response(self, response_id: str, items: list[dict]) -> None:
+        with self._lock:
+            self._responses[response_id] = items
+
+    def _stored_response(self, response_id: str) -> list[dict] | None:
+        with self._lock:
+            return self._responses.get(response_id)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve the agent-lineage demo LLM upstream on 127.0.0.1.")
+    parser.add_argument("--port", type=int, default=8765, help="port to listen on (0: any free port)")
+    parser.add_argument("--first-byte-delay", type=float, default=0.0, help="seconds before the first SSE event")
+    parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between SSE events")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    with DemoUpstream(args.port, first_byte_delay=args.first_byte_delay, chunk_delay=args.chunk_delay) as upstream:
+        print(f"demo upstream listening on {upstream.base_url}", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
