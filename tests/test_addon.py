@@ -273,3 +273,22 @@ def test_bad_option_values_are_rejected(addon, tmp_path):
         addon.tctx.configure(addon, lineage_harness_file=str(bad))
     with pytest.raises(exceptions.OptionsError):
         addon.tctx.configure(addon, lineage_client_headers="sometimes")
+
+
+def test_lone_surrogates_from_js_clients_are_read_not_rejected(addon, tmp_path):
+    raw = b'{"model": "gpt-x", "messages": [{"role": "user", "content": "cut emoji \\ud83d"}]}'
+    request = llm_request("/v1/chat/completions", {})
+    request.content = raw
+    flow = tflow.tflow(req=request, resp=json_response(CHAT_REPLY))
+    run(addon, flow)
+    assert flow.request.raw_content == raw  # forwarded as sent
+    [call] = logged_calls(tmp_path)
+    assert call["messages"][0]["text"] == "cut emoji \ufffd"
+    assert "x-dynamo-session-id" in flow.request.headers
+
+
+def test_assistants_api_messages_are_not_llm_calls(addon, tmp_path):
+    flow = tflow.tflow(req=llm_request("/v1/threads/thread_1/messages", {"role": "user", "content": "hi"}), resp=json_response({}))
+    run(addon, flow)
+    assert "x-dynamo-session-id" not in flow.request.headers
+    assert logged_calls(tmp_path) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -37,11 +38,28 @@ def _json_body(raw: bytes | None, content_encoding: str | None) -> Any:
     if not raw:
         raise MalformedBody("empty request body")
     try:
-        return orjson.loads(decode_body(raw, content_encoding))
-    except orjson.JSONDecodeError as e:
-        raise MalformedBody(f"request body is not JSON ({e})") from None
+        data = decode_body(raw, content_encoding)
     except Exception as e:  # a corrupt compressed body
         raise MalformedBody(f"cannot decode request body ({content_encoding}): {e}") from None
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        # JS clients that cut a string mid-emoji send lone surrogate escapes (`"\ud83d"`):
+        # orjson refuses them, the standard parser takes them.
+        try:
+            return _replace_lone_surrogates(json.loads(data))
+        except ValueError:
+            raise MalformedBody(f"request body is not JSON ({e})") from None
+
+
+def _replace_lone_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, list):
+        return [_replace_lone_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_replace_lone_surrogates(k): _replace_lone_surrogates(v) for k, v in value.items()}
+    return value
 
 
 class ResponseReader:

@@ -29,13 +29,15 @@ from .base import (
 )
 
 TOOL_CALL_BLOCKS = ("tool_use", "server_tool_use", "mcp_tool_use")
+DELTA_FIELDS = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json"}
 
 
 class AnthropicMessages(Codec):
     api = "anthropic-messages"
 
     def matches(self, path: str) -> bool:
-        return path.endswith("/messages") or path.endswith("/messages/count_tokens")
+        # OpenAI's Assistants API also has `/threads/{id}/messages`: not an LLM call.
+        return (path.endswith("/messages") or path.endswith("/messages/count_tokens")) and "/threads/" not in path
 
     def parse_request(self, body: dict[str, Any], call: Call) -> None:
         if call.path.split("?", 1)[0].rstrip("/").endswith("/count_tokens"):  # Claude Code adds ?beta=true
@@ -147,7 +149,8 @@ class _Stream(StreamAccumulator):
     def __init__(self) -> None:
         self.response = Response()
         self.blocks: dict[int, dict[str, Any]] = {}
-        self.partial_json: dict[int, list[str]] = {}
+        # Deltas are collected and joined once: appending to a string per delta is quadratic.
+        self.pieces: dict[tuple[int, str], list[str]] = {}
 
     def event(self, event: Event) -> None:
         try:
@@ -170,7 +173,7 @@ class _Stream(StreamAccumulator):
         elif kind == "content_block_delta":
             self._delta(data.get("index", 0), data.get("delta") or {})
         elif kind == "content_block_stop":
-            self._finish_tool_input(data.get("index", 0))
+            self._finish_block(data.get("index", 0))
         elif kind == "message_delta":
             delta = data.get("delta") or {}
             if delta.get("stop_reason"):
@@ -182,28 +185,29 @@ class _Stream(StreamAccumulator):
             self.response.error = error_text(data.get("error"))
 
     def _delta(self, index: int, delta: dict[str, Any]) -> None:
-        block = self.blocks.setdefault(index, {"type": "text", "text": ""})
-        kind = delta.get("type")
-        if kind == "text_delta":
-            block["text"] = (block.get("text") or "") + (delta.get("text") or "")
-        elif kind == "thinking_delta":
-            block["thinking"] = (block.get("thinking") or "") + (delta.get("thinking") or "")
-        elif kind == "input_json_delta":
-            self.partial_json.setdefault(index, []).append(delta.get("partial_json") or "")
+        self.blocks.setdefault(index, {"type": "text", "text": ""})
+        field = DELTA_FIELDS.get(delta.get("type"))
+        if field is not None:
+            self.pieces.setdefault((index, field), []).append(delta.get(field) or "")
 
-    def _finish_tool_input(self, index: int) -> None:
-        fragments = self.partial_json.pop(index, None)
-        if fragments is None or index not in self.blocks:
-            return
-        text = "".join(fragments)
-        try:
-            self.blocks[index]["input"] = orjson.loads(text) if text else {}
-        except orjson.JSONDecodeError:
-            self.blocks[index]["input"] = {"input": text}  # cut mid-arguments: keep what arrived
+    def _finish_block(self, index: int) -> None:
+        block = self.blocks.get(index)
+        for field in ("text", "thinking", "partial_json"):
+            pieces = self.pieces.pop((index, field), None)
+            if pieces is None or block is None:
+                continue
+            text = "".join(pieces)
+            if field != "partial_json":
+                block[field] = (block.get(field) or "") + text
+                continue
+            try:
+                block["input"] = orjson.loads(text) if text else {}
+            except orjson.JSONDecodeError:
+                block["input"] = {"input": text}  # cut mid-arguments: keep what arrived
 
     def result(self) -> Response:
-        for index in list(self.partial_json):
-            self._finish_tool_input(index)
+        for index in {index for index, _ in self.pieces}:
+            self._finish_block(index)
         content = [self.blocks[i] for i in sorted(self.blocks)]
         message = _message({"role": "assistant", "content": content})
         self.response.output = assistant_message(message.text, message.reasoning, message.tool_calls, message.tool_results)

@@ -199,6 +199,15 @@ def _response(body: dict[str, Any], complete: bool, items: list[Any] | None = No
     )
 
 
+DELTA_EVENTS = {
+    "response.output_text.delta": ("text", "message"),
+    "response.function_call_arguments.delta": ("arguments", "function_call"),
+    "response.custom_tool_call_input.delta": ("arguments", "custom_tool_call"),
+    "response.reasoning_summary_text.delta": ("reasoning", "reasoning"),
+    "response.reasoning_text.delta": ("reasoning", "reasoning"),
+}
+
+
 class _Stream(StreamAccumulator):
     TERMINAL = ("response.completed", "response.incomplete", "response.failed")
 
@@ -206,6 +215,9 @@ class _Stream(StreamAccumulator):
         self.header: dict[str, Any] = {}
         self.final: dict[str, Any] | None = None
         self.items: dict[int, dict[str, Any]] = {}
+        # Deltas by (output index, where they go), joined once at the end: appending to a
+        # string per delta is quadratic. An item's `.done` event replaces them.
+        self.pieces: dict[tuple[int, str], list[str]] = {}
         self.error: str | None = None
 
     def event(self, event: Event) -> None:
@@ -222,32 +234,38 @@ class _Stream(StreamAccumulator):
             self.header = data.get("response") or self.header
         elif kind in ("response.output_item.added", "response.output_item.done"):
             if isinstance(data.get("item"), dict):
-                self.items[data.get("output_index", len(self.items))] = dict(data["item"])
-        elif kind == "response.output_text.delta":
-            item = self._item(data, "message")
-            item.setdefault("role", "assistant")
-            parts = item.setdefault("content", [])
-            if not parts:
-                parts.append({"type": "output_text", "text": ""})
-            parts[-1]["text"] = (parts[-1].get("text") or "") + (data.get("delta") or "")
-        elif kind in ("response.function_call_arguments.delta", "response.custom_tool_call_input.delta"):
-            item = self._item(data, "function_call")
-            key = "input" if item.get("type") == "custom_tool_call" else "arguments"
-            item[key] = (item.get(key) or "") + (data.get("delta") or "")
-        elif kind in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
-            item = self._item(data, "reasoning")
-            summary = item.setdefault("summary", [])
-            if not summary:
-                summary.append({"type": "summary_text", "text": ""})
-            summary[-1]["text"] = (summary[-1].get("text") or "") + (data.get("delta") or "")
+                index = data.get("output_index", len(self.items))
+                self.items[index] = dict(data["item"])
+                if kind == "response.output_item.done":
+                    for where in ("text", "arguments", "reasoning"):
+                        self.pieces.pop((index, where), None)
+        elif kind in DELTA_EVENTS:
+            where, default_type = DELTA_EVENTS[kind]
+            index = data.get("output_index", 0)
+            self.items.setdefault(index, {"type": default_type})
+            self.pieces.setdefault((index, where), []).append(data.get("delta") or "")
         elif kind == "error":
             # {"type": "error", "code": ..., "message": ...}: the code names the error, not the type.
             self.error = error_text(data.get("error") or {k: v for k, v in data.items() if k != "type"})
 
-    def _item(self, data: dict[str, Any], default_type: str) -> dict[str, Any]:
-        return self.items.setdefault(data.get("output_index", 0), {"type": default_type})
+    def _apply_deltas(self) -> None:
+        """Put the deltas of items that never got their `.done` event into the items."""
+        for (index, where), pieces in self.pieces.items():
+            item, text = self.items[index], "".join(pieces)
+            if where == "arguments":
+                key = "input" if item.get("type") == "custom_tool_call" else "arguments"
+                item[key] = (item.get(key) or "") + text
+                continue
+            if where == "text":
+                item.setdefault("role", "assistant")
+            parts = item.setdefault("content" if where == "text" else "summary", [])
+            if not parts:
+                parts.append({"type": "output_text" if where == "text" else "summary_text", "text": ""})
+            parts[-1]["text"] = (parts[-1].get("text") or "") + text
+        self.pieces.clear()
 
     def result(self) -> Response:
+        self._apply_deltas()
         items = [self.items[i] for i in sorted(self.items)]
         response = _response(self.final or self.header, self.final is not None, items)
         response.error = response.error or self.error
