@@ -186,7 +186,8 @@ def test_anthropic_messages(upstream: DemoUpstream, claude: anthropic.Anthropic)
     assert usage.cache_read_input_tokens == 0 and usage.cache_creation_input_tokens > 0 and usage.input_tokens >= 0
 
     # The beta path (?beta=true), streamed, as Claude Code sends it.
-    with claude.beta.messages.stream(model="demo-model", max_tokens=100, system=SYSTEM, messages=messages) as stream:
+    beta = {"beta": "true"}  # explicit: whether the SDK's beta client adds it varies by SDK version
+    with claude.messages.stream(model="demo-model", max_tokens=100, system=SYSTEM, messages=messages, extra_query=beta) as stream:
         kinds = [event.type for event in stream]
         streamed = stream.get_final_message()
     assert kinds[0] == "message_start" and kinds[-1] == "message_stop"

@@ -9,7 +9,7 @@ import zlib
 
 import brotli
 import pytest
-import zstandard
+from mitmproxy.net import encoding as mitmproxy_encoding
 
 from agent_lineage.sse import Event, SSEParser, decode_body, incremental_decoder
 from payloads import byte_chunks, random_chunks, two_piece_splits
@@ -183,7 +183,7 @@ ENCODED = {
     "deflate": _zlib(PLAIN, zlib.MAX_WBITS),  # zlib-wrapped, as the RFC says
     "deflate-raw": _zlib(PLAIN, -zlib.MAX_WBITS),  # raw, as many servers send it
     "br": brotli.compress(PLAIN),
-    "zstd": zstandard.ZstdCompressor().compress(PLAIN),
+    "zstd": mitmproxy_encoding.encode(PLAIN, "zstd"),  # zstandard or compression.zstd, as mitmproxy has it
 }
 
 

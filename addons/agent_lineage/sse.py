@@ -95,10 +95,22 @@ def incremental_decoder(content_encoding: str | None) -> Decoder | None:
 
         return brotli.Decompressor().process
     if encoding == "zstd":
-        import zstandard  # a mitmproxy dependency
-
-        return zstandard.ZstdDecompressor().decompressobj().decompress
+        return _zstd_decompressor()
     raise ValueError(f"unsupported content-encoding {content_encoding!r}")
+
+
+def _zstd_decompressor() -> Decoder:
+    """mitmproxy 11 ships `zstandard`; mitmproxy 12 uses `compression.zstd` (or its backport)."""
+    try:
+        from compression import zstd  # type: ignore[import-not-found]  # Python 3.14
+    except ImportError:
+        try:
+            from backports import zstd  # type: ignore[import-not-found,no-redef]
+        except ImportError:
+            import zstandard
+
+            return zstandard.ZstdDecompressor().decompressobj().decompress
+    return zstd.ZstdDecompressor().decompress
 
 
 class _DeflateDecoder:
