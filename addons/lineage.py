@@ -21,6 +21,7 @@ from agent_lineage.harness import HarnessTableError
 from agent_lineage.model import REDACTED, SECRET_HEADERS, SECRET_QUERY_PARAMS, Call
 from agent_lineage.pipeline import CallLog, CallSink, Pipeline, Settings
 from agent_lineage.trajectories import TrajectoryWriter
+from agent_lineage.websocket import ResponsesSocket, is_responses_upgrade
 
 log = logging.getLogger("agent_lineage")
 
@@ -58,6 +59,7 @@ class Lineage:
     def __init__(self) -> None:
         self.pipeline: Pipeline | None = None
         self.live: dict[str, _Live] = {}  # flow id -> call in flight
+        self.sockets: dict[str, tuple[ResponsesSocket, http.HTTPFlow]] = {}  # Responses WebSockets
 
     def load(self, loader: Any) -> None:
         loader.add_option("lineage_stamp", bool, True, "Stamp x-dynamo-session-id / x-dynamo-parent-session-id on LLM requests. Off: only observe and record.")
@@ -120,20 +122,17 @@ class Lineage:
     def request(self, flow: http.HTTPFlow) -> None:
         assert self.pipeline is not None
         try:
-            outcome = self.pipeline.request(flows.request_exchange(flow))
+            exchange = flows.request_exchange(flow)
+            if is_responses_upgrade(exchange.method, exchange.path, exchange.request_headers):
+                _stamp(flow, self.pipeline.upgrade(exchange))
+                return
+            outcome = self.pipeline.request(exchange)
         except Exception:  # never turn a working request into a failing one
             log.exception("agent-lineage: request %s %s forwarded unchanged", flow.request.method, flow.request.pretty_url)
             return
-        if outcome is None:
-            return
-        if outcome.headers:
-            flows.remember_client_lineage(flow)
-        for name, value in outcome.headers.items():
-            if value is None:
-                flow.request.headers.pop(name, None)
-            else:
-                flow.request.headers[name] = value  # replaces every field of that name, any case
-        self.live[flow.id] = _Live(outcome.call, flow)
+        if outcome is not None:
+            _stamp(flow, outcome.headers)
+            self.live[flow.id] = _Live(outcome.call, flow)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         live = self.live.get(flow.id)
@@ -165,12 +164,43 @@ class Lineage:
             flow.response.raw_content = b"".join(live.chunks)  # what arrived before the failure
         self._finish(live, flows.error_text(flow))
 
+    def websocket_start(self, flow: http.HTTPFlow) -> None:
+        exchange = flows.request_exchange(flow)
+        if self.pipeline is not None and is_responses_upgrade(exchange.method, exchange.path, exchange.request_headers):
+            self.sockets[flow.id] = (ResponsesSocket(self.pipeline, exchange), flow)
+
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        if flow.id not in self.sockets or flow.websocket is None:
+            return
+        socket, _ = self.sockets[flow.id]
+        message = flow.websocket.messages[-1]
+        try:
+            socket.message(message.from_client, message.content, message.timestamp)
+        except Exception:
+            log.exception("agent-lineage: cannot record a websocket message of %s", flow.request.pretty_url)
+
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        if flow.id in self.sockets:
+            socket, _ = self.sockets.pop(flow.id)
+            self._close_socket(socket, flow, flow.websocket.timestamp_end if flow.websocket else None, flows.error_text(flow))
+
     def done(self) -> None:
         for live in list(self.live.values()):
             self._finish(live, "proxy shut down before the response ended")
         self.live.clear()
+        for socket, flow in self.sockets.values():
+            self._close_socket(socket, flow, None, "proxy shut down before the response ended")
+        self.sockets.clear()
         if self.pipeline is not None:
             self.pipeline.close()
+
+    def _close_socket(self, socket: ResponsesSocket, flow: http.HTTPFlow, t: float | None, error: str | None) -> None:
+        try:
+            socket.close(t, error)
+        except Exception:
+            log.exception("agent-lineage: cannot record the end of %s", flow.request.pretty_url)
+        if ctx.options.lineage_redact_flows:
+            _redact(flow)
 
     def _finish(self, live: _Live, error: str | None) -> None:
         assert self.pipeline is not None
@@ -182,6 +212,16 @@ class Lineage:
             log.exception("agent-lineage: cannot record %s", live.flow.request.pretty_url)
         if ctx.options.lineage_redact_flows:
             _redact(live.flow)
+
+
+def _stamp(flow: http.HTTPFlow, headers: dict[str, str | None]) -> None:
+    if headers:
+        flows.remember_client_lineage(flow)
+    for name, value in headers.items():
+        if value is None:
+            flow.request.headers.pop(name, None)
+        else:
+            flow.request.headers[name] = value  # replaces every field of that name, any case
 
 
 def _redact(flow: http.HTTPFlow) -> None:

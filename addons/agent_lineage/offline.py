@@ -21,6 +21,7 @@ from . import flows
 from .calls import ResponseReader
 from .model import Call
 from .pipeline import Pipeline
+from .websocket import ResponsesSocket, is_responses_upgrade
 
 Progress = Callable[[int, int], None]  # (bytes read, total bytes)
 
@@ -39,29 +40,43 @@ def read_flows(path: str | Path, progress: Progress | None = None) -> list[http.
 
 
 def replay(flows_in_file: list[http.HTTPFlow], pipeline: Pipeline) -> list[Call]:
-    """Feed saved flows through the pipeline as the live addon would have; the finished Calls."""
+    """Feed saved flows through the pipeline as the live addon would have; the LLM Calls finished."""
     in_flight: dict[str, ResponseReader] = {}
-    finished: list[Call] = []
-    for _, kind, flow in _events(flows_in_file):
+    sockets: dict[str, ResponsesSocket] = {}
+    finished: list[Call | None] = []
+    for kind, flow, message in _events(flows_in_file):
         if kind == "request":
-            outcome = pipeline.request(flows.request_exchange(flow))
+            exchange = flows.request_exchange(flow)
+            if is_responses_upgrade(exchange.method, exchange.path, exchange.request_headers):
+                sockets[flow.id] = ResponsesSocket(pipeline, exchange)
+                continue
+            outcome = pipeline.request(exchange)
             if outcome is not None:
                 status, headers, t_first_byte = flows.response_parts(flow)
                 in_flight[flow.id] = pipeline.response_reader(outcome.call, status, headers, t_first_byte)
+        elif kind == "message" and flow.id in sockets:
+            finished.append(sockets[flow.id].message(message.from_client, message.content, message.timestamp))
+        elif flow.id in sockets:
+            end = flow.websocket.timestamp_end if flow.websocket else None
+            finished.append(sockets.pop(flow.id).close(end, flows.error_text(flow)))
         elif flow.id in in_flight:
             reader = in_flight.pop(flow.id)
             if flow.response is not None:
                 reader.feed(flow.response.raw_content or b"")
             finished.append(pipeline.finish(reader, flows.end_time(flow), flows.error_text(flow)))
-    return finished
+    return [call for call in finished if call is not None]
 
 
-def _events(flows_in_file: list[http.HTTPFlow]) -> Iterator[tuple[float, str, Any]]:
+def _events(flows_in_file: list[http.HTTPFlow]) -> Iterator[tuple[str, http.HTTPFlow, Any]]:
+    """(kind, flow, websocket message) in the order the live addon's hooks fired."""
     events = []
     for order, flow in enumerate(flows_in_file):
         request = flow.request
-        events.append((request.timestamp_end or request.timestamp_start, 0, order, "request", flow))
-        events.append((flows.end_time(flow) or math.inf, 1, order, "end", flow))
-    events.sort(key=lambda e: e[:3])
-    for t, _, _, kind, flow in events:
-        yield t, kind, flow
+        events.append((request.timestamp_end or request.timestamp_start, 0, order, 0, "request", flow, None))
+        for n, message in enumerate(flow.websocket.messages if flow.websocket else []):
+            events.append((message.timestamp, 1, order, n, "message", flow, message))
+        end = flow.websocket.timestamp_end if flow.websocket else flows.end_time(flow)
+        events.append((end or math.inf, 2, order, 0, "end", flow, None))
+    events.sort(key=lambda e: e[:4])
+    for *_, kind, flow, message in events:
+        yield kind, flow, message

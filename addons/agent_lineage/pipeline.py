@@ -81,6 +81,11 @@ class Pipeline:
         headers = lineage_headers(scope.agent_id, scope.parent_id) if self.settings.stamp else {}
         return Outcome(call, headers)
 
+    def upgrade(self, exchange: Exchange) -> dict[str, str | None]:
+        """Lineage headers for a WebSocket upgrade, from its headers alone (no body yet)."""
+        lineage = self.tracker.lineage_from_headers(exchange.request_headers) if self.settings.stamp else None
+        return lineage_headers(*lineage) if lineage else {}
+
     def response_reader(self, call: Call, status: int | None, headers: dict[str, str], t_first_byte: float | None) -> ResponseReader:
         call.t_first_byte = t_first_byte
         return ResponseReader(call, status, headers)

@@ -182,27 +182,37 @@ class ScopeTracker:
 
     # -- the decision, by evidence ------------------------------------------------------
 
-    def _from_client_lineage(self, call: Call) -> Scope | None:
-        raw = call.headers.get(SESSION_HEADER, "").strip()
+    def lineage_from_headers(self, headers: dict[str, str]) -> tuple[str, str | None] | None:
+        """(agent id, parent id) from the client's lineage or harness headers alone, without
+        recording anything: for a WebSocket upgrade, whose messages come later."""
+        lineage = self._client_lineage(headers)
+        if lineage is not None:
+            return lineage
+        probe = Call(exchange_id="", api="", path="", client="", headers=headers, t_start=0.0)
+        ids = self.table.identify(probe)
+        if ids is None or not (ids.root or ids.agent):
+            return None
+        agent_id, parent_id, _ = _harness_lineage(ids)
+        return agent_id, parent_id
+
+    def _client_lineage(self, headers: dict[str, str]) -> tuple[str, str | None] | None:
+        raw = headers.get(SESSION_HEADER, "").strip()
         if not raw or not self.settings.respect_client_lineage:
             return None
-        raw_parent = call.headers.get(PARENT_HEADER, "").strip()
-        agent_id = sanitize_id(raw)
-        parent_id = sanitize_id(raw_parent) if raw_parent and raw_parent != raw else None
-        agent = self._agent_by_id(agent_id, parent_id, None, call)
+        raw_parent = headers.get(PARENT_HEADER, "").strip()
+        return sanitize_id(raw), sanitize_id(raw_parent) if raw_parent and raw_parent != raw else None
+
+    def _from_client_lineage(self, call: Call) -> Scope | None:
+        lineage = self._client_lineage(call.headers)
+        if lineage is None:
+            return None
+        agent = self._agent_by_id(*lineage, None, call)
         return self._scope(agent, {"agent": f"client-lineage:{SESSION_HEADER}"})
 
     def _from_harness(self, call: Call, ids: HarnessIds, thread: tuple[_Agent, int, str] | None) -> Scope:
-        agent_raw = ids.agent or ids.root
-        assert agent_raw is not None
-        agent_id = sanitize_id(agent_raw)
-        root_id = sanitize_id(ids.root) if ids.root else None
-        if agent_id == root_id:
-            parent_id = None
-        else:
-            parent_id = sanitize_id(ids.parent) if ids.parent else root_id
+        agent_id, parent_id, root_id = _harness_lineage(ids)
         known = agent_id in self.agents
-        agent = self._agent_by_id(agent_id, parent_id, root_id, call, raw_id=agent_raw)
+        agent = self._agent_by_id(agent_id, parent_id, root_id, call, raw_id=ids.agent or ids.root)
         evidence = {"agent": f"harness:{ids.evidence.get('agent') or ids.evidence.get('root')}"}
         if thread is not None:
             evidence["messages"] = f"{thread[2]}:{thread[0].id}"
@@ -504,6 +514,18 @@ class ScopeTracker:
                 self.agents.pop(agent.id, None)
             del self.sessions[session.id]
             self.evicted.append(session.id)
+
+
+def _harness_lineage(ids: HarnessIds) -> tuple[str, str | None, str | None]:
+    """(agent, parent, root) ids as Dynamo derives them from harness headers: the agent is the
+    agent id or else the root; a non-root agent's parent is the parent id or else the root."""
+    agent_raw = ids.agent or ids.root
+    assert agent_raw is not None
+    agent_id = sanitize_id(agent_raw)
+    root_id = sanitize_id(ids.root) if ids.root else None
+    if agent_id == root_id:
+        return agent_id, None, root_id
+    return agent_id, sanitize_id(ids.parent) if ids.parent else root_id, root_id
 
 
 def _quotes(arguments: dict) -> list[str]:

@@ -54,6 +54,8 @@ class OpenAIResponses(Codec):
     def parse_request(self, body: dict[str, Any], call: Call) -> None:
         if call.path.split("?", 1)[0].rstrip("/").endswith("/input_tokens"):
             call.side = "count-tokens"
+        elif body.get("generate") is False:  # Codex warms the prompt cache without generating
+            call.side = "prefill"
         call.model = body.get("model") if isinstance(body.get("model"), str) else None
         call.stream = body.get("stream") is True
         raw_input = body.get("input", [])

@@ -576,6 +576,10 @@ def _response_object(a: _Answer) -> dict:
 
 
 def _responses_events(a: _Answer) -> list[bytes]:
+    return [_sse(event, event["type"]) for event in _responses_event_objects(a)]
+
+
+def _responses_event_objects(a: _Answer) -> list[dict]:
     events: list[tuple[str, dict]] = [
         ("response.created", {"response": _response(a, "in_progress", [], None)}),
         ("response.in_progress", {"response": _response(a, "in_progress", [], None)}),
@@ -615,7 +619,7 @@ def _responses_events(a: _Answer) -> list[bytes]:
                 events.append(("response.function_call_arguments.done", at | {"arguments": item["arguments"]}))
         events.append(("response.output_item.done", {"output_index": index, "item": item}))
     events.append(("response.completed", {"response": _response_object(a)}))
-    return [_sse({"type": kind, "sequence_number": n} | data, kind) for n, (kind, data) in enumerate(events)]
+    return [{"type": kind, "sequence_number": n} | data for n, (kind, data) in enumerate(events)]
 
 
 # Anthropic Messages
@@ -951,6 +955,23 @@ class DemoUpstream:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    def websocket_events(self, request: dict) -> list[dict]:
+        """The Responses events answering one `response.create` of Codex's WebSocket mode (the
+        message's request fields), resolving `previous_response_id` like the HTTP endpoint."""
+        body = json.dumps(request, sort_keys=True).encode()
+        previous = request.get("previous_response_id")
+        history = self._stored_response(previous) if previous else []
+        if history is None:
+            return [{"type": "error", "code": "previous_response_not_found", "message": f"{previous!r} not found"}]
+        items = history + _responses_items(request)
+        entries = _responses_entries(items)
+        reply, _ = _plan_reply(entries)
+        prompt_tokens = _tokens(len(body))
+        cached = prompt_tokens * 3 // 4 // 64 * 64 if any(e.side == "assistant" for e in entries) else 0
+        answer = _Answer(reply, request, hashlib.sha256(body).hexdigest(), prompt_tokens, cached)
+        self._store_response(answer.id("resp_"), items + _response_output(answer))
+        return _responses_event_objects(answer)
 
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
