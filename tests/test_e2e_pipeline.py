@@ -189,10 +189,11 @@ def test_sdk_clients_through_mitmdump(proxy, upstream, tmp_path, api, stream):
         assert b"sk-test-not-a-secret" not in path.read_bytes()
 
 
+PACED = f"{PROMPT} [[delay:chunk=0.01]]"  # events far enough apart that TCP does not merge them
 REQUESTS = {
-    "chat": ("/v1/chat/completions", {"model": "demo-model", "messages": [{"role": "user", "content": PROMPT}]}),
-    "responses": ("/v1/responses", {"model": "demo-model", "input": PROMPT}),
-    "messages": ("/v1/messages", {"model": "demo-model", "max_tokens": 64, "messages": [{"role": "user", "content": PROMPT}]}),
+    "chat": ("/v1/chat/completions", {"model": "demo-model", "messages": [{"role": "user", "content": PACED}]}),
+    "responses": ("/v1/responses", {"model": "demo-model", "input": PACED}),
+    "messages": ("/v1/messages", {"model": "demo-model", "max_tokens": 64, "messages": [{"role": "user", "content": PACED}]}),
 }
 
 

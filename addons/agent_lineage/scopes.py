@@ -34,6 +34,7 @@ from .model import Call, Message
 
 MIN_QUOTE = 12  # shortest tool argument text that may identify a subagent's task
 RECENT_CLOSE_SECONDS = 120.0  # asynchronous spawns (Codex) answer before the child starts
+CHILD_START_SECONDS = 30.0  # a subagent starts right after its delegation call: later, timing alone proves nothing
 FRESH_TEXT_NOISE = re.compile(r"<system-reminder>.*?</system-reminder>", re.S)
 
 
@@ -161,9 +162,11 @@ class ScopeTracker:
         output = call.response.output
         if call.response.id:
             self._remember("response", call.response.id, agent)
-        if call.messages and (call.error or output is None):
+        if call.error or output is None:
             agent.failed_lengths.add(len(call.messages))
-        if output is None or not call.messages:
+            return
+        agent.failed_lengths.discard(len(call.messages))
+        if not call.messages:
             return
         length = len(call.messages) + 1
         self._index_state(call, length, output, agent)
@@ -200,14 +203,18 @@ class ScopeTracker:
         if not raw or not self.settings.respect_client_lineage:
             return None
         raw_parent = headers.get(PARENT_HEADER, "").strip()
-        return sanitize_id(raw), sanitize_id(raw_parent) if raw_parent and raw_parent != raw else None
+        return sanitize_id(raw), sanitize_id(raw_parent) if raw_parent else None
 
     def _from_client_lineage(self, call: Call) -> Scope | None:
         lineage = self._client_lineage(call.headers)
         if lineage is None:
             return None
-        agent = self._agent_by_id(*lineage, None, call)
-        return self._scope(agent, {"agent": f"client-lineage:{SESSION_HEADER}"})
+        agent_id, parent_id = lineage
+        # A parent equal to the agent is kept as sent (the rule never skips a same-id parent).
+        agent = self._agent_by_id(agent_id, parent_id if parent_id != agent_id else None, None, call)
+        scope = self._scope(agent, {"agent": f"client-lineage:{SESSION_HEADER}"})
+        scope.parent_id = parent_id
+        return scope
 
     def _from_harness(self, call: Call, ids: HarnessIds, thread: tuple[_Agent, int, str] | None) -> Scope:
         agent_id, parent_id, root_id = _harness_lineage(ids)
@@ -316,7 +323,7 @@ class ScopeTracker:
         for agent, call_id, use in self._tool_uses(call.client, call.t_start):
             if use.child is not None:
                 continue
-            if use.t_closed is None and use.delegation:
+            if use.t_closed is None and use.delegation and call.t_start - use.t_emitted <= CHILD_START_SECONDS:
                 open_delegations.append((agent, call_id))
             quoted = max((len(q) for q in use.quotes if q in text), default=0)
             if quoted and (best is None or (quoted, use.t_emitted) > best[:2]):
