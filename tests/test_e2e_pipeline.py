@@ -7,6 +7,9 @@ that the same flows saved with `-w` and read offline give identical Calls.
 from __future__ import annotations
 
 import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import anthropic
@@ -197,23 +200,59 @@ REQUESTS = {
 }
 
 
+class CannedUpstream:
+    """Serves fixed response bytes in fixed chunks, so exactly what the upstream sent is known."""
+
+    def __init__(self, content_type: str, chunks: list[bytes]) -> None:
+        canned = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["content-length"]))
+                self.send_response(200)
+                self.send_header("content-type", canned.content_type)
+                self.send_header("transfer-encoding", "chunked")
+                self.end_headers()
+                for chunk in canned.chunks:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    self.wfile.flush()
+                    time.sleep(0.01)
+                self.wfile.write(b"0\r\n\r\n")
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.content_type, self.chunks = content_type, chunks
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
 @pytest.mark.parametrize("kind", sorted(REQUESTS))
-def test_client_receives_exactly_the_upstream_bytes(proxy, upstream, kind, stream):
+def test_client_receives_exactly_the_upstream_bytes(mitmdump_factory, upstream, kind, stream, no_proxy_env):
     path, body = REQUESTS[kind]
     body = {**body, "stream": stream}
 
-    def fetch(base: str) -> tuple[list[bytes], dict]:
+    def fetch(base: str) -> tuple[list[bytes], str]:
         with httpx.Client(base_url=base, timeout=10) as client:
             with client.stream("POST", path, json=body, headers={"accept-encoding": "identity"}) as response:
-                return list(response.iter_raw()), dict(response.headers)
+                return list(response.iter_raw()), response.headers["content-type"]
 
-    direct_chunks, direct_headers = fetch(upstream.base_url)
-    proxied_chunks, proxied_headers = fetch(proxy.url)
-    assert b"".join(proxied_chunks) == b"".join(direct_chunks)
-    assert proxied_headers["content-type"] == direct_headers["content-type"]
+    # Real replies of the demo upstream, served again as fixed bytes behind the proxy.
+    chunks, content_type = fetch(upstream.base_url)
+    canned = CannedUpstream(content_type, chunks)
+    proxy = mitmdump_factory(f"reverse:{canned.url}")
+    proxied_chunks, proxied_type = fetch(proxy.url)
+    assert b"".join(proxied_chunks) == b"".join(chunks) and proxied_type == content_type
     if stream:
         assert len(proxied_chunks) > 1  # arrived as a stream, not in one piece
+    canned.server.shutdown()
 
 
 def test_upstream_failures_are_recorded_not_lost(proxy, upstream, tmp_path):
