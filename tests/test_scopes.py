@@ -320,9 +320,13 @@ def test_parallel_subagents_share_their_parent_and_stay_apart():
 
 def test_one_open_delegation_call_adopts_a_new_conversation_without_quoting():
     c = Client()
-    parent = c.chat([{"role": "user", "content": "research the topic"}], assistant(calls=[("call_t", "Task", {"prompt": "short"})]), ["Task"])
-    child = c.chat([{"role": "user", "content": "totally different words"}], None)
+    app = {"role": "system", "content": "You are the research app."}
+    parent = c.chat([app, {"role": "user", "content": "research the topic"}], assistant(calls=[("call_t", "Task", {"prompt": "short"})]), ["Task"])
+    child = c.chat([{"role": "system", "content": "You are a helper."}, {"role": "user", "content": "totally different words"}], None)
     assert scope(child).parent_id == scope(parent).agent_id and scope(child).evidence["parent"] == "open-delegation-call"
+    # Another session of the same app (same system prompt) is not adopted by timing alone.
+    other = c.chat([app, {"role": "user", "content": "another user's question"}], None)
+    assert scope(other).parent_id is None
 
 
 def test_ambiguous_open_calls_give_no_parent_rather_than_a_wrong_one():
@@ -340,7 +344,7 @@ def test_a_long_open_delegation_call_does_not_adopt_a_late_conversation():
     c = Client()
     c.chat([{"role": "user", "content": "research the topic"}], assistant(calls=[("call_t", "Task", {"prompt": "short"})]), ["Task"])
     c.t += 600  # its subagent would have started long ago
-    late = c.chat([{"role": "user", "content": "totally different words"}], None)
+    late = c.chat([{"role": "system", "content": "You are a helper."}, {"role": "user", "content": "totally different words"}], None)
     assert scope(late).parent_id is None
 
 

@@ -98,6 +98,8 @@ class Client:
     turn: list[Selector] = field(default_factory=list)
     delegation_tools: frozenset[str] = frozenset()
     not_a_turn: list[re.Pattern[str]] = field(default_factory=list)
+    subagent_marker: re.Pattern[str] | None = None
+    system_noise: list[re.Pattern[str]] = field(default_factory=list)
     side: list[SideRule] = field(default_factory=list)
 
     def recognises(self, call: Call) -> bool:
@@ -126,6 +128,34 @@ class HarnessIds:
 class HarnessTable:
     clients: list[Client]
     delegation_tools: frozenset[str]
+    side: list[SideRule] = field(default_factory=list)  # side requests of any client
+    chatter: list[re.Pattern[str]] = field(default_factory=list)  # every client's not_a_turn
+
+    def side_of(self, call: Call, ids: HarnessIds | None) -> str | None:
+        """The side-request kind of a call: its client's rules first, then everyone's."""
+        if ids is not None and ids.side:
+            return ids.side
+        return next((rule.kind for rule in self.side if rule.matches(call)), None)
+
+    def is_subagent(self, call: Call, ids: HarnessIds | None) -> bool | None:
+        """Whether the client marks this request as a subagent's (None: it does not say)."""
+        client = self.client(ids.client) if ids else None
+        if client is None or client.subagent_marker is None:
+            return None
+        return client.subagent_marker.search(call.system) is not None
+
+    def stable_system(self, call: Call, ids: HarnessIds | None) -> str:
+        """The system prompt without the parts the client varies per process."""
+        client = self.client(ids.client) if ids else None
+        system = call.system
+        for pattern in client.system_noise if client else ():
+            system = pattern.sub("", system)
+        return system
+
+    def is_chatter(self, text: str) -> bool:
+        """Whether a user message is harness chatter (environment context, notifications), not
+        something a person typed."""
+        return any(p.search(text) for p in self.chatter)
 
     def identify(self, call: Call) -> HarnessIds | None:
         client = next((c for c in self.clients if c.recognises(call)), None)
@@ -164,8 +194,9 @@ def load_table(user_file: str | Path | None = None) -> HarnessTable:
             if not isinstance(spec, dict):
                 raise HarnessTableError(f"{user_file}: client {name!r} must be a mapping")
             raw["clients"][name] = {**raw["clients"].get(name, {}), **spec}
-        if "delegation_tools" in user:
-            raw["delegation_tools"] = user["delegation_tools"]
+        for key in ("delegation_tools", "side"):
+            if key in user:
+                raw[key] = user[key]
     return _compile(raw, str(user_file or "harness.yaml"))
 
 
@@ -176,7 +207,12 @@ def _compile(raw: dict[str, Any], source: str) -> HarnessTable:
             clients.append(_client(name, spec))
         except (TypeError, ValueError, KeyError, re.error) as e:
             raise HarnessTableError(f"{source}: client {name!r}: {e}") from None
-    return HarnessTable(clients, frozenset(raw.get("delegation_tools") or ()))
+    try:
+        side = [_side_rule(e) for e in raw.get("side") or []]
+    except (TypeError, ValueError, KeyError, re.error) as e:
+        raise HarnessTableError(f"{source}: side: {e}") from None
+    chatter = [p for c in clients for p in c.not_a_turn]
+    return HarnessTable(clients, frozenset(raw.get("delegation_tools") or ()), side, chatter)
 
 
 def _client(name: str, spec: dict[str, Any]) -> Client:
@@ -192,6 +228,9 @@ def _client(name: str, spec: dict[str, Any]) -> Client:
         setattr(client, role, [_selector(e) for e in spec.get(role) or []])
     client.delegation_tools = frozenset(spec.get("delegation_tools") or ())
     client.not_a_turn = [re.compile(p, re.S) for p in spec.get("not_a_turn") or []]
+    if spec.get("subagent_marker"):
+        client.subagent_marker = re.compile(spec["subagent_marker"])
+    client.system_noise = [re.compile(p, re.M) for p in spec.get("system_noise") or []]
     client.side = [_side_rule(e) for e in spec.get("side") or []]
     return client
 

@@ -17,12 +17,12 @@ import orjson
 from .calls import ResponseReader, start_call
 from .codecs import MalformedBody
 from .harness import load_table
-from .lineage import lineage_headers
+from .lineage import PARENT_HEADER, lineage_headers
 from .model import Call, Exchange
 from .scopes import Scope, ScopeTracker, TrackerSettings
 
 log = logging.getLogger("agent_lineage")
-PROBE_WINDOW = 30.0
+ORPHAN_WINDOW = 30.0
 
 
 class CallSink(Protocol):
@@ -62,7 +62,10 @@ class Pipeline:
                 session_ttl_seconds=self.settings.session_ttl_seconds,
             ),
         )
-        self._probes: list[Call] = []  # HEAD probes waiting for the session they open
+        # Side requests that name no session (HEAD probes, id-less quota probes): the next turn
+        # their client opens claims them. Those that finished unclaimed wait in `_unclaimed`.
+        self._orphans: dict[str, Call] = {}
+        self._unclaimed: set[str] = set()
 
     def request(self, exchange: Exchange) -> Outcome | None:
         """Scope an LLM request; None for other traffic and for requests we cannot read (logged)."""
@@ -76,8 +79,12 @@ class Pipeline:
                 self._note_probe(exchange)
             return None
         scope = self.tracker.begin(call)
-        self._claim_probes(call)
+        self._claim_orphans(call)
         self._release_evicted()
+        if scope.pending:
+            self._orphans[call.exchange_id] = call
+            # Its session is not known yet: no id to stamp, but no stale parent either.
+            return Outcome(call, {PARENT_HEADER: None} if self.settings.stamp else {})
         headers = lineage_headers(scope.agent_id, scope.parent_id) if self.settings.stamp else {}
         return Outcome(call, headers)
 
@@ -95,10 +102,15 @@ class Pipeline:
         if reader.problem:
             log.warning("agent-lineage: %s %s: %s (traffic forwarded unchanged)", call.api, call.path, reader.problem)
         self.tracker.end(call)
-        self._emit(call)
+        if call.exchange_id in self._orphans:
+            self._unclaimed.add(call.exchange_id)
+        else:
+            self._emit(call)
         return call
 
     def close(self) -> None:
+        for orphan in sorted(self._orphans.values(), key=lambda c: c.t_start):
+            self._release_orphan(orphan)  # never claimed: recorded as they are
         for sink in self.sinks:
             sink.close()
 
@@ -110,43 +122,62 @@ class Pipeline:
                 log.exception("agent-lineage: cannot record call %s", call.exchange_id)
 
     def _note_probe(self, exchange: Exchange) -> None:
-        self._probes.append(
-            Call(
-                exchange_id=exchange.id,
-                api="http",
-                path=exchange.path,
-                client=exchange.client,
-                headers=exchange.request_headers,
-                t_start=exchange.t_request,
-                side="probe",
-            )
+        """Claude Code's `HEAD /` at start-up carries no id (and another user agent)."""
+        placeholder = f"probe-{exchange.id}"
+        probe = Call(
+            exchange_id=exchange.id,
+            api="http",
+            path=exchange.path,
+            client=exchange.client,
+            headers=exchange.request_headers,
+            t_start=exchange.t_request,
+            side="probe",
         )
+        probe.scope = Scope(placeholder, placeholder, None, 0, 0, False, side="probe", pending=True)
+        self._orphans[exchange.id] = probe
+        self._unclaimed.add(exchange.id)
 
-    def _claim_probes(self, owner: Call) -> None:
-        """Claude Code's `HEAD /` carries no id (and another user agent): it is a side request of
-        the session of the next LLM call from the same host, within PROBE_WINDOW seconds."""
+    def _claim_orphans(self, owner: Call) -> None:
+        """An agent CLI probes as it starts (one HEAD, maybe one quota probe), then opens a turn
+        of its session: a root agent's new turn claims the oldest waiting orphan of each kind from
+        its host (ORPHAN_WINDOW seconds at most)."""
+        scope: Scope = owner.scope
+        if not (scope.new_turn and scope.depth == 0 and scope.side is None):
+            return self._expire_orphans(owner.t_start)
         host = owner.client.split(" ", 1)[0]
-        waiting = []
-        for probe in self._probes:
-            age = owner.t_start - probe.t_start
-            if age > PROBE_WINDOW:
-                continue  # nothing claimed it: it was not an agent's probe
-            if age < 0 or probe.client.split(" ", 1)[0] != host:
-                waiting.append(probe)
-                continue
-            probe.scope = Scope(
-                session_id=owner.scope.session_id,
-                agent_id=owner.scope.session_id,
+        claimed_kinds: set[str | None] = set()
+        for orphan in sorted(self._orphans.values(), key=lambda c: c.t_start):
+            age = owner.t_start - orphan.t_start
+            if age > ORPHAN_WINDOW:
+                self._release_orphan(orphan)
+            elif age >= 0 and orphan.client.split(" ", 1)[0] == host and orphan.side not in claimed_kinds:
+                claimed_kinds.add(orphan.side)
+                self._release_orphan(orphan, claimant=scope)
+
+    def _expire_orphans(self, now: float) -> None:
+        for orphan in [o for o in self._orphans.values() if now - o.t_start > ORPHAN_WINDOW]:
+            self._release_orphan(orphan)
+
+    def _release_orphan(self, orphan: Call, claimant: Scope | None = None) -> None:
+        """Stop waiting: give it its claimant's session, and emit it now if it finished (else when
+        it finishes). A HEAD request nobody claimed was not an agent's: it is dropped."""
+        del self._orphans[orphan.exchange_id]
+        if claimant is not None:
+            orphan.scope = Scope(
+                session_id=claimant.session_id,
+                agent_id=claimant.session_id,
                 parent_id=None,
                 depth=0,
-                turn=owner.scope.turn,
+                turn=claimant.turn,
                 new_turn=False,
-                side="probe",
-                client_name=owner.scope.client_name,
-                evidence={"session": "probe:next-call-from-same-host"},
+                side=orphan.scope.side,
+                client_name=claimant.client_name,
+                evidence={"session": "side:claimed-by-next-turn-of-same-host"},
             )
-            self._emit(probe)
-        self._probes = waiting
+        if orphan.exchange_id in self._unclaimed:
+            self._unclaimed.discard(orphan.exchange_id)
+            if not (orphan.api == "http" and orphan.scope.pending):
+                self._emit(orphan)
 
     def _release_evicted(self) -> None:
         for session_id in self.tracker.evicted:

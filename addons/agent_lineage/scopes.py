@@ -23,6 +23,7 @@ Every decision records the evidence behind it in `Scope.evidence`. Time is the t
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -53,6 +54,9 @@ class Scope:
     delegated_by: str | None = None  # the parent's tool call that started this agent (first call only)
     delegations: dict[str, str] = field(default_factory=dict)  # tool call id -> child agent learnt now
     evidence: dict[str, str] = field(default_factory=dict)
+    # A side request that names no session (an id-less quota probe): the next turn its client
+    # opens claims it (Pipeline), until then its ids are placeholders and nothing is stamped.
+    pending: bool = False
 
 
 @dataclass(slots=True)
@@ -77,6 +81,7 @@ class _Agent:
     children: list[_Agent] = field(default_factory=list)
     delegated_by: str | None = None
     last_response_len: int = -1  # message count of the state after its latest response
+    context: tuple[bytes, bytes] | None = None  # fingerprints of its latest system prompt and tools
     failed_lengths: set[int] = field(default_factory=set)  # request lengths whose call failed
     keys: list[tuple] = field(default_factory=list)  # index entries to drop on eviction
 
@@ -125,30 +130,34 @@ class ScopeTracker:
         """Decide the scope of a request before it is forwarded."""
         self._evict_idle(call.t_start)
         ids = self.table.identify(call)
-        side = call.side or (ids.side if ids else None)
+        side = call.side or self.table.side_of(call, ids)
         # Side requests are conversations of their own: they neither continue nor extend one.
-        thread = None if side else self._thread(call)
+        context = self._context(call, ids)
+        thread = None if side else self._thread(call, context)
         call.new_messages = call.messages[thread[1]:] if thread else list(call.messages)
+
         scope = (
             self._from_client_lineage(call)
             or (self._from_harness(call, ids, thread) if ids and (ids.root or ids.agent) else None)
-            or self._infer(call, ids, side, thread)
+            or self._infer(call, ids, side, thread, context)
         )
         scope.side = scope.side or side
         scope.client_name = ids.client if ids else None
+        call.scope = scope
         if ids:
             for role, where in ids.evidence.items():
                 scope.evidence.setdefault(f"{role}_id", where)
+        if scope.pending:
+            return scope
         agent = self.agents[scope.agent_id]
         if scope.side is None:
-            self._register_request(call, agent)
+            self._register_request(call, agent, context)
             self._close_answered(call, agent, scope)
             self._decide_turn(call, agent, ids, scope, restarted=thread is None and agent.last_response_len > 0)
         else:
             scope.turn = agent.session.turn
             scope.evidence.setdefault("side", f"side:{scope.side}")
         agent.session.last_t = max(agent.session.last_t, call.t_start)
-        call.scope = scope
         return scope
 
     # -- responses --------------------------------------------------------------------
@@ -156,7 +165,7 @@ class ScopeTracker:
     def end(self, call: Call) -> None:
         """Learn from a finished call: its output extends the conversation, its tool calls open."""
         scope: Scope | None = call.scope
-        if scope is None or scope.side is not None or scope.agent_id not in self.agents:
+        if scope is None or scope.side is not None or scope.pending or scope.agent_id not in self.agents:
             return
         agent = self.agents[scope.agent_id]
         output = call.response.output
@@ -230,7 +239,9 @@ class ScopeTracker:
             self._link_delegation(call, agent, scope)
         return scope
 
-    def _infer(self, call: Call, ids: HarnessIds | None, side: str | None, thread: tuple[_Agent, int, str] | None) -> Scope:
+    def _infer(
+        self, call: Call, ids: HarnessIds | None, side: str | None, thread: tuple[_Agent, int, str] | None, context: tuple[bytes, bytes]
+    ) -> Scope:
         if thread is not None:
             agent, prefix, how = thread
             forked_from = self._fork_of(call, agent, prefix)
@@ -238,13 +249,9 @@ class ScopeTracker:
                 return self._scope(agent, {"agent": how})
             child = self._new_agent(forked_from.session, forked_from, call, derived_id("fork", forked_from.id, str(prefix)))
             return self._scope(child, {"agent": "fork", "parent": f"fork-of:{how}"})
-        if side is not None or _looks_like_side_request(call):
-            host = self._quoted_session(call)
-            if host is not None and host.root is not None:
-                scope = self._scope(host.root, {"agent": "side:quotes-session-prompt"})
-                scope.side = side or "quotes-session"
-                return scope
-        delegation = self._delegating_tool(call)
+        # A client that marks its subagents' requests says which new conversations are roots.
+        marked = self.table.is_subagent(call, ids)
+        delegation = None if side or marked is False else self._delegating_tool(call, context[0], marked is True)
         if delegation is not None:
             parent, call_id, how = delegation
             child = self._new_agent(parent.session, parent, call, derived_id("agent", parent.id, call_id))
@@ -252,6 +259,15 @@ class ScopeTracker:
             scope = self._scope(child, {"agent": "new-conversation", "parent": how})
             scope.delegated_by = call_id
             return scope
+        if side is not None or _looks_like_side_request(call):
+            host = self._quoted_session(call)
+            if host is not None and host.root is not None:
+                scope = self._scope(host.root, {"agent": "side:quotes-session-prompt"})
+                scope.side = side or "quotes-session"
+                return scope
+        if side is not None:
+            placeholder = derived_id("side", call.client, call.system, _first_user_text(call.messages))
+            return Scope(placeholder, placeholder, None, 0, 0, False, side=side, pending=True, evidence={"agent": "pending:next-turn-of-client"})
         cached = self._cache_keys.get(str(call.fields.get("prompt_cache_key") or ""))
         if cached is not None and cached.root is not None:
             # Same prompt cache key, a conversation that continues none we know: a restart of
@@ -264,7 +280,7 @@ class ScopeTracker:
 
     # -- threading ----------------------------------------------------------------------
 
-    def _thread(self, call: Call) -> tuple[_Agent, int, str] | None:
+    def _thread(self, call: Call, context: tuple[bytes, bytes]) -> tuple[_Agent, int, str] | None:
         """The agent whose conversation this request continues, the prefix length, and how."""
         messages = call.messages
         if messages:
@@ -272,7 +288,11 @@ class ScopeTracker:
             for i in range(len(messages) - 1, -1, -1):
                 agent = self._states.get((call.client, call.api, first, i + 1, messages[i].fingerprint()))
                 if agent is not None and agent.id in self.agents:
-                    return agent, i + 1, "prefix"
+                    # A conversation keeps its system prompt or its tools: a request changing both
+                    # (a title call repeating the opening message) starts one of its own.
+                    if agent.context is None or context[0] == agent.context[0] or context[1] == agent.context[1]:
+                        return agent, i + 1, "prefix"
+                    break
         for i in range(len(messages) - 1, -1, -1):
             for result in messages[i].tool_results:
                 agent = self._tool_owner.get(result.call_id)
@@ -294,7 +314,8 @@ class ScopeTracker:
         answered = {r.call_id for m in call.messages[prefix:] for r in m.tool_results}
         return agent if not (open_ids & answered) else None
 
-    def _register_request(self, call: Call, agent: _Agent) -> None:
+    def _register_request(self, call: Call, agent: _Agent, context: tuple[bytes, bytes]) -> None:
+        agent.context = context
         if call.messages:
             self._index_state(call, len(call.messages), call.messages[-1], agent)
         key = call.fields.get("prompt_cache_key")
@@ -315,17 +336,22 @@ class ScopeTracker:
 
     # -- delegation ---------------------------------------------------------------------
 
-    def _delegating_tool(self, call: Call) -> tuple[_Agent, str, str] | None:
+    def _delegating_tool(self, call: Call, system: bytes, marked_subagent: bool) -> tuple[_Agent, str, str] | None:
         """For a new conversation: the tool call of the same client that started it, if any."""
-        text = _opening_text(call.messages)
+        text = self._task_text(call)
         best: tuple[int, float, _Agent, str] | None = None
         open_delegations: list[tuple[_Agent, str]] = []
         for agent, call_id, use in self._tool_uses(call.client, call.t_start):
             if use.child is not None:
                 continue
-            if use.t_closed is None and use.delegation and call.t_start - use.t_emitted <= CHILD_START_SECONDS:
+            # Timing alone needs a fresh delegation, and a subagent runs under a system prompt of
+            # its own (unless its client marks it): one equal to the caller's is another session
+            # of the same app.
+            fresh = use.t_closed is None and call.t_start - use.t_emitted <= CHILD_START_SECONDS
+            own_prompt = marked_subagent or (agent.context is not None and agent.context[0] != system)
+            if fresh and use.delegation and own_prompt:
                 open_delegations.append((agent, call_id))
-            quoted = max((len(q) for q in use.quotes if q in text), default=0)
+            quoted = _quoted(use.quotes, text)
             if quoted and (best is None or (quoted, use.t_emitted) > best[:2]):
                 best = (quoted, use.t_emitted, agent, call_id)
         if best is not None:
@@ -334,6 +360,23 @@ class ScopeTracker:
             agent, call_id = open_delegations[0]
             return agent, call_id, "open-delegation-call"
         return None
+
+    def _context(self, call: Call, ids: HarnessIds | None) -> tuple[bytes, bytes]:
+        """Fingerprints of the system prompt (without its per-process parts) and of the tools."""
+        system = self.table.stable_system(call, ids).encode("utf-8", "surrogatepass")
+        tools = "\0".join(t.name for t in call.tools).encode("utf-8", "surrogatepass")
+        return hashlib.blake2b(system, digest_size=8).digest(), hashlib.blake2b(tools, digest_size=8).digest()
+
+    def _task_text(self, call: Call) -> str:
+        """The task a new conversation opens with: its first user text that is not harness
+        chatter (system reminders, Codex's environment context)."""
+        for message in call.messages:
+            if message.role != "user" or message.tool_results:
+                continue
+            text = FRESH_TEXT_NOISE.sub("", message.text).strip()
+            if text and not self.table.is_chatter(text):
+                return text
+        return ""
 
     def _tool_uses(self, client: str, now: float) -> Iterator[tuple[_Agent, str, _ToolUse]]:
         for agent in self.agents.values():
@@ -345,11 +388,11 @@ class ScopeTracker:
 
     def _link_delegation(self, call: Call, child: _Agent, scope: Scope) -> None:
         """A harness-identified child: find the parent's tool call that started it (for the trajectory)."""
-        text = _opening_text(call.messages)
+        text = self._task_text(call)
         parent = child.parent
         assert parent is not None
         candidates = [
-            (max((len(q) for q in use.quotes if q in text), default=0), use.t_emitted, call_id)
+            (_quoted(use.quotes, text), use.t_emitted, call_id)
             for call_id, use in parent.tools.items()
             if use.child is None and (use.t_closed is None or call.t_start - use.t_closed <= RECENT_CLOSE_SECONDS)
         ]
@@ -392,7 +435,7 @@ class ScopeTracker:
             session.turn_ids.add(ids.turn)
             how = "harness-turn-id"
         else:
-            opens = agent.parent is None and not restarted and self._fresh_user_input(call, agent, ids)
+            opens = agent.parent is None and not restarted and self._fresh_user_input(call, agent)
             how = "fresh-user-message"
         if not opens and gap and agent.parent is None:
             opens, how = True, "idle-gap"
@@ -404,7 +447,7 @@ class ScopeTracker:
                 session.first_prompt = _last_user_text(call.messages)
         scope.turn = session.turn
 
-    def _fresh_user_input(self, call: Call, agent: _Agent, ids: HarnessIds | None) -> bool:
+    def _fresh_user_input(self, call: Call, agent: _Agent) -> bool:
         """The last message (mid-conversation system entries aside) is new user text, not tool results.
 
         A request that repeats a known state adds nothing new: after a failed attempt it is a
@@ -421,8 +464,7 @@ class ScopeTracker:
         text = FRESH_TEXT_NOISE.sub("", last.text).strip()
         if not text:
             return False
-        client = self.table.client(ids.client) if ids else None
-        return not (client and any(p.search(last.text) for p in client.not_a_turn))
+        return not self.table.is_chatter(last.text)
 
     # -- side requests ------------------------------------------------------------------
 
@@ -552,9 +594,12 @@ def _quotes(arguments: dict) -> list[str]:
     return found
 
 
-def _opening_text(messages: list[Message]) -> str:
-    """The user-side text a new conversation opens with (where a delegated task shows up)."""
-    return "\n".join(m.text for m in messages[:6] if m.role in ("user", "developer", "system"))
+def _quoted(quotes: list[str], task: str) -> int:
+    """How much of a task a tool call's arguments quote: the longest argument found in it that
+    covers at least half of it (a path or a flag found in a long prompt proves nothing)."""
+    return max((len(q) for q in quotes if 2 * len(q) >= len(task) and q in task), default=0)
+
+
 
 
 def _first_user_text(messages: list[Message]) -> str:
