@@ -1,0 +1,228 @@
+"""`agent-lineage`: turn saved flows into trajectories; check, summarise and compare trajectories.
+
+Each subcommand is one `cmd_<name>(args) -> int` function plus one entry in `build_parser()`.
+Exit codes: 0 ok, 1 an invalid trajectory or a difference, 2 a usage or input error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+
+from .harness import HarnessTableError
+from .pipeline import CallLog, CallSink, Pipeline, Settings
+from .shape import diff_shapes, shape_of, summary_lines
+from .trajectories import TrajectoryFiles
+from .validate import validate_trajectory
+
+OK, INVALID, USAGE = 0, 1, 2
+BAR_WIDTH = 30
+
+
+class InputError(Exception):
+    """Input we cannot use (a missing file, unreadable data): reported on stderr, exit code 2."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse has printed the usage message (or the help)
+        return e.code if isinstance(e.code, int) else USAGE
+    try:
+        return args.run(args)
+    except InputError as e:
+        print(f"agent-lineage {args.command}: error: {e}", file=sys.stderr)
+        return USAGE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agent-lineage", description="Agent sessions, turns and subagents from LLM traffic, as ATIF v1.7 trajectories."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    convert = commands.add_parser("convert", help="write the trajectories of saved flows (mitmdump -w), as the live addon would")
+    convert.add_argument("flows", nargs="+", metavar="FLOWS.mitm", help="saved flow files, replayed together in traffic order")
+    convert.add_argument(
+        "-o", "--output", required=True, metavar="DIR", help="directory for trajectory-<session>.json (files of the same sessions are replaced)"
+    )
+    convert.add_argument("--calls", metavar="FILE.jsonl", help="also write every LLM call as one JSON line (the file is replaced)")
+    convert.add_argument("--harness-file", metavar="F", help="YAML file merged over the built-in harness table")
+    convert.add_argument(
+        "--client-headers",
+        choices=["respect", "override"],
+        default="respect",
+        help="x-dynamo-* lineage sent by clients: keep it (respect) or infer ours (override)",
+    )
+    convert.add_argument(
+        "--turn-gap", type=_positive, default=900.0, metavar="S", help="idle seconds after which a root agent's next request opens a turn (900)"
+    )
+    convert.add_argument(
+        "--session-ttl", type=_positive, default=3600.0, metavar="S", help="idle seconds after which a session's state is released (3600)"
+    )
+    convert.set_defaults(run=cmd_convert)
+
+    validate = commands.add_parser("validate", help="check trajectory files against ATIF v1.7 (official models and the stricter spec rules)")
+    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.set_defaults(run=cmd_validate)
+
+    summary = commands.add_parser("summary", help="the shape of a trajectory: agents, turns, steps, tools, tokens, side requests")
+    summary.add_argument("file", metavar="FILE")
+    summary.set_defaults(run=cmd_summary)
+
+    diff = commands.add_parser("diff", help="structural differences of two trajectories, ignoring ids, timestamps and latencies")
+    diff.add_argument("a", metavar="A")
+    diff.add_argument("b", metavar="B")
+    diff.add_argument("--tokens", action="store_true", help="also compare token counts")
+    diff.set_defaults(run=cmd_diff)
+    return parser
+
+
+# -- subcommands --------------------------------------------------------------------------
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from mitmproxy.exceptions import FlowReadException
+
+    from . import offline  # imports mitmproxy: only this subcommand needs it
+
+    flows = []
+    for name in args.flows:
+        if not Path(name).is_file():
+            raise InputError(f"{name}: no such file")
+        bar = ProgressBar(name, sys.stderr)
+        try:
+            flows += offline.read_flows(name, bar)
+        except FlowReadException as e:
+            raise InputError(f"{name}: not a saved flow file ({e})") from None
+        finally:
+            bar.close()
+    settings = Settings(
+        stamp=False,
+        respect_client_lineage=args.client_headers == "respect",
+        turn_gap_seconds=args.turn_gap,
+        session_ttl_seconds=args.session_ttl,
+        harness_file=args.harness_file,
+    )
+    try:
+        files = TrajectoryFiles(args.output, replace_existing=True)
+        sinks: list[CallSink] = [files]
+        if args.calls:
+            Path(args.calls).write_bytes(b"")
+            sinks.append(CallLog(args.calls))
+        pipeline = Pipeline(settings, sinks)
+        calls = offline.replay(flows, pipeline)
+        pipeline.close()
+    except (OSError, HarnessTableError) as e:
+        raise InputError(str(e)) from None
+    for path in files.written:
+        print(path)
+    print(f"{len(calls)} LLM calls, {len(files.written)} trajectory files", file=sys.stderr)
+    return OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    status = OK
+    for name in args.files:
+        try:
+            data = _read(name)
+        except InputError as e:
+            print(f"{name}: {e}", file=sys.stderr)
+            status = USAGE
+            continue
+        try:
+            problems = validate_trajectory(orjson.loads(data))
+        except orjson.JSONDecodeError as e:
+            problems = [f"not JSON: {e}"]
+        for problem in problems:
+            print(f"{name}: {problem}")
+        if problems:
+            status = max(status, INVALID)
+        else:
+            print(f"{name}: ok")
+    return status
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    document = _read_trajectory(args.file)
+    print(args.file)
+    for line in summary_lines(shape_of(document)):
+        print(line)
+    return OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    a, b = _read_trajectory(args.a), _read_trajectory(args.b)
+    differences = diff_shapes(shape_of(a), shape_of(b), tokens=args.tokens)
+    for line in differences:
+        print(line)
+    if differences:
+        return INVALID
+    print(f"{args.a} and {args.b} have the same shape")
+    return OK
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+class ProgressBar:
+    """A one-line `\\r` bar on `stream` while a file is read; nothing unless it is a terminal."""
+
+    def __init__(self, label: str, stream: TextIO) -> None:
+        self.label = label
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self.shown = -1  # percent on screen
+
+    def __call__(self, done: int, total: int) -> None:
+        percent = 100 * done // total if total else 100
+        if not self.enabled or percent == self.shown:
+            return
+        self.shown = percent
+        filled = BAR_WIDTH * percent // 100
+        self.stream.write(f"\r{self.label} [{'#' * filled}{' ' * (BAR_WIDTH - filled)}] {percent:3d}%")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.shown >= 0:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _read(name: str) -> bytes:
+    try:
+        return Path(name).read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read {name}: {e.strerror or e}") from None
+
+
+def _read_trajectory(name: str) -> dict[str, Any]:
+    """A valid trajectory, or an InputError naming its first problem."""
+    try:
+        document = orjson.loads(_read(name))
+    except orjson.JSONDecodeError as e:
+        raise InputError(f"{name} is not JSON: {e}") from None
+    problems = validate_trajectory(document)
+    if problems:
+        more = f" (and {len(problems) - 1} more: run `agent-lineage validate`)" if len(problems) > 1 else ""
+        raise InputError(f"{name} is not a valid ATIF trajectory: {problems[0]}{more}")
+    return document
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())
