@@ -71,9 +71,10 @@ class Lineage:
             choices=CLIENT_HEADER_CHOICES,
         )
         loader.add_option("lineage_dir", str, "traces", "Directory for trajectory files (trajectory-<session-id>.json). Empty: write none.")
-        loader.add_option("lineage_write_interval", float, 1.0, "Seconds between rewrites of a session's trajectory file (0: after every call).")
-        loader.add_option("lineage_turn_gap", float, 900.0, "Idle seconds after which a root agent's next request opens a new turn.")
-        loader.add_option("lineage_session_ttl", float, 3600.0, "Idle seconds after which a session's state is released from memory.")
+        # Seconds are strings: mitmproxy's --set cannot parse float options.
+        loader.add_option("lineage_write_interval", str, "1", "Seconds between rewrites of a session's trajectory file (0: after every call).")
+        loader.add_option("lineage_turn_gap", str, "900", "Idle seconds after which a root agent's next request opens a new turn.")
+        loader.add_option("lineage_session_ttl", str, "3600", "Idle seconds after which a session's state is released from memory.")
         loader.add_option("lineage_harness_file", str, "", "YAML file merged over the built-in harness table (client headers and body fields).")
         loader.add_option("lineage_calls_log", str, "", "Append every finished LLM call as one JSON line to this file (debugging).")
         loader.add_option("lineage_redact_flows", bool, True, "Blank secret header values (Authorization, x-api-key, cookies) in LLM flows once forwarded, so saved flows (-w) hold no keys.")
@@ -93,21 +94,18 @@ class Lineage:
         options = ctx.options
         if options.lineage_client_headers not in CLIENT_HEADER_CHOICES:
             raise exceptions.OptionsError(f"lineage_client_headers must be one of {', '.join(CLIENT_HEADER_CHOICES)}")
-        if options.lineage_write_interval < 0:
-            raise exceptions.OptionsError("lineage_write_interval must be >= 0")
-        if options.lineage_turn_gap <= 0 or options.lineage_session_ttl <= 0:
-            raise exceptions.OptionsError("lineage_turn_gap and lineage_session_ttl must be > 0")
+        write_interval = _seconds("lineage_write_interval", minimum=0.0)
         settings = Settings(
             stamp=options.lineage_stamp,
             respect_client_lineage=options.lineage_client_headers == "respect",
-            turn_gap_seconds=options.lineage_turn_gap,
-            session_ttl_seconds=options.lineage_session_ttl,
+            turn_gap_seconds=_seconds("lineage_turn_gap"),
+            session_ttl_seconds=_seconds("lineage_session_ttl"),
             harness_file=options.lineage_harness_file or None,
         )
         sinks: list[CallSink] = []
         try:
             if options.lineage_dir:
-                sinks.append(TrajectoryWriter(options.lineage_dir, options.lineage_write_interval))
+                sinks.append(TrajectoryWriter(options.lineage_dir, write_interval))
             if options.lineage_calls_log:
                 sinks.append(CallLog(options.lineage_calls_log))
             pipeline = Pipeline(settings, sinks)
@@ -150,9 +148,10 @@ class Lineage:
         if live is None or self.pipeline is None:
             return
         assert flow.response is not None
-        if live.chunks is not None:
+        if live.chunks:
             flow.response.raw_content = b"".join(live.chunks)  # so `-w` saves the streamed body
         elif live.reader is not None:
+            # Buffered, or replayed from a file (`mitmdump -r`): the whole body is in the flow.
             live.reader.feed(flow.response.raw_content or b"")
         self._finish(live, None)
 
@@ -160,7 +159,7 @@ class Lineage:
         live = self.live.pop(flow.id, None)
         if live is None or self.pipeline is None:
             return
-        if live.chunks is not None and flow.response is not None:
+        if live.chunks and flow.response is not None:
             flow.response.raw_content = b"".join(live.chunks)  # what arrived before the failure
         self._finish(live, flows.error_text(flow))
 
@@ -212,6 +211,19 @@ class Lineage:
             log.exception("agent-lineage: cannot record %s", live.flow.request.pretty_url)
         if ctx.options.lineage_redact_flows:
             _redact(live.flow)
+
+
+def _seconds(option: str, minimum: float | None = None) -> float:
+    """A duration option's value; OptionsError unless it is a number above `minimum` (or >= 0)."""
+    raw = getattr(ctx.options, option)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise exceptions.OptionsError(f"{option} must be a number of seconds, not {raw!r}") from None
+    if minimum is not None and value < minimum or minimum is None and value <= 0 or value != value:
+        bound = f">= {minimum:g}" if minimum is not None else "> 0"
+        raise exceptions.OptionsError(f"{option} must be {bound}, not {raw!r}")
+    return value
 
 
 def _stamp(flow: http.HTTPFlow, headers: dict[str, str | None]) -> None:

@@ -265,8 +265,9 @@ def test_secrets_are_blanked_in_the_flow_once_forwarded_and_never_logged(addon, 
 
 
 def test_bad_option_values_are_rejected(addon, tmp_path):
-    with pytest.raises(exceptions.OptionsError):
-        addon.tctx.configure(addon, lineage_write_interval=-1.0)
+    for option, value in (("lineage_write_interval", "-1"), ("lineage_turn_gap", "0"), ("lineage_session_ttl", "soon"), ("lineage_turn_gap", "nan")):
+        with pytest.raises(exceptions.OptionsError, match=option):
+            addon.tctx.configure(addon, **{option: value})
     bad = tmp_path / "harness.yaml"
     bad.write_text("clients:\n  x:\n    root:\n      - {nothing: here}\n")
     with pytest.raises(exceptions.OptionsError, match="selector"):
@@ -292,3 +293,17 @@ def test_assistants_api_messages_are_not_llm_calls(addon, tmp_path):
     run(addon, flow)
     assert "x-dynamo-session-id" not in flow.request.headers
     assert logged_calls(tmp_path) == []
+
+
+def test_flows_read_from_a_file_keep_their_streamed_bodies(addon, tmp_path):
+    """`mitmdump -r flows.mitm -s addons/lineage.py`: hooks run, but no chunk goes through the tee."""
+    body = {"model": "gpt-x", "stream": True, "messages": [{"role": "user", "content": "hello"}]}
+    saved = b"".join(SSE_CHAT)
+    response = tutils.tresp(headers=Headers([(b"content-type", b"text/event-stream")]), content=saved)
+    flow = tflow.tflow(req=llm_request("/v1/chat/completions", body), resp=response)
+    addon.request(flow)
+    addon.responseheaders(flow)
+    addon.response(flow)
+    assert flow.response.raw_content == saved
+    [call] = logged_calls(tmp_path)
+    assert call["response"]["output"]["text"] == "Hello"
