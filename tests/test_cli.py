@@ -177,7 +177,8 @@ def test_summary_nests_subagents_and_shortens_ids_to_what_tells_them_apart(tmp_p
     assert lines[at + 1].startswith("│    task ")
     assert lines[at + 2].startswith(f"│  └─ subagent {second['trajectory_id']} (delegating call unknown)")
     assert lines[at + 3].startswith("│       task ")
-    assert lines[-2].startswith("└─ subagent agent-803a16e6… via step 7 `billing_expert`")  # 8 chars after `agent-`
+    last = rest[-1]["trajectory_id"]
+    assert lines[-2].startswith(f"└─ subagent {last[:14]}… via step 7 `billing_expert`")  # 8 chars after `agent-`
 
 
 def test_summary_of_an_invalid_file_is_an_input_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

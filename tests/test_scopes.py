@@ -394,7 +394,8 @@ def test_distinct_conversations_with_the_same_opening_get_distinct_ids():
     c = Client()
     chat = c.chat([{"role": "user", "content": "same prompt"}], assistant("a"))
     responses = c.send("/v1/responses", {"model": "m", "input": "same prompt"})  # another API: another conversation
-    assert scope(responses).session_id == scope(chat).session_id + "-2"
+    assert scope(responses).session_id != scope(chat).session_id
+    assert c.pipeline.tracker._unique(scope(chat).session_id) == scope(chat).session_id + "-2"
 
 
 def test_state_of_idle_sessions_is_released():

@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("b", metavar="B")
     diff.add_argument("--tokens", action="store_true", help="also compare token counts")
     diff.set_defaults(run=cmd_diff)
+
+    demo = commands.add_parser("demo", help="the built-in demo: a local LLM API imitation behind mitmdump and this addon, a scripted agent session per wire API")
+    demo.add_argument("--traces", default="traces", metavar="DIR", help="directory for the trajectories (traces)")
+    demo.add_argument("--no-stream", action="store_true", help="ask for JSON replies instead of streamed ones")
+    demo.set_defaults(run=cmd_demo)
     return parser
 
 
@@ -164,6 +169,28 @@ def cmd_diff(args: argparse.Namespace) -> int:
     if differences:
         return INVALID
     print(f"{args.a} and {args.b} have the same shape")
+    return OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo.run import DemoFailed, run  # starts processes: imported only when asked for
+
+    print("demo: a local LLM API imitation on 127.0.0.1, mitmdump -s addons/lineage.py in front of it (reverse mode),")
+    print("      and a scripted agent (tool calls, a subagent, two turns) per wire API driven through the proxy:")
+    try:
+        files = run(Path(args.traces), stream=not args.no_stream)
+    except DemoFailed as e:
+        raise InputError(str(e)) from None
+    if not files:
+        print("demo: no trajectory was written", file=sys.stderr)
+        return INVALID
+    print(f"\ntrajectories written to {Path(args.traces).resolve()}/:")
+    for path in files:
+        problems = validate_trajectory(orjson.loads(path.read_bytes()))
+        print(f"\n{path}  ({'valid ATIF v1.7' if not problems else f'{len(problems)} validation problems'})")
+        for line in summary_lines(shape_of(orjson.loads(path.read_bytes()))):
+            print(f"  {line}")
+    print("\nnext: agent-lineage summary FILE | agent-lineage validate FILE... | agent-lineage diff A B")
     return OK
 
 

@@ -273,7 +273,7 @@ class ScopeTracker:
             # Same prompt cache key, a conversation that continues none we know: a restart of
             # the session's root agent (context compaction).
             return self._scope(cached.root, {"agent": "prompt-cache-key"})
-        session_id = self._unique(derived_id("sess", call.client, call.system, _first_user_text(call.messages)))
+        session_id = self._unique(derived_id("sess", call.client, call.api, call.system, _first_user_text(call.messages)))
         session = self._new_session(session_id, call)
         root = self._new_agent(session, None, call, session_id)
         return self._scope(root, {"agent": "new-conversation", "session": "content-hash"})
