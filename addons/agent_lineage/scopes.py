@@ -7,7 +7,7 @@ learns from each response when it ends. Evidence, strongest first:
 2. harness ids (harness.yaml: Claude Code, Codex, OpenCode headers and body fields);
 3. conversation threading: a request whose message list extends an earlier call's list
    (request plus response) continues that conversation. States are indexed by
-   (client, API, first message, length, last message) and a request is looked up from its end
+   (client, API, opening messages, length, last message) and a request is looked up from its end
    backwards, so the cost is proportional to its new messages. Tool results, Responses
    `previous_response_id` and `prompt_cache_key` link too;
 4. content and timing: a new conversation whose first user text quotes an argument of a
@@ -111,7 +111,7 @@ class ScopeTracker:
         self.settings = settings or TrackerSettings()
         self.sessions: dict[str, _Session] = {}
         self.agents: dict[str, _Agent] = {}
-        self._states: dict[tuple, _Agent] = {}  # (client, api, first fp, length, last fp) -> agent
+        self._states: dict[tuple, _Agent] = {}  # (client, api, anchor, length, last fp) -> agent
         self._tool_owner: dict[str, _Agent] = {}
         self._response_owner: dict[str, _Agent] = {}
         self._cache_keys: dict[str, _Session] = {}
@@ -284,9 +284,9 @@ class ScopeTracker:
         """The agent whose conversation this request continues, the prefix length, and how."""
         messages = call.messages
         if messages:
-            first = messages[0].fingerprint()
+            anchor = self._anchor(messages)
             for i in range(len(messages) - 1, -1, -1):
-                agent = self._states.get((call.client, call.api, first, i + 1, messages[i].fingerprint()))
+                agent = self._states.get((call.client, call.api, anchor, i + 1, messages[i].fingerprint()))
                 if agent is not None and agent.id in self.agents:
                     # A conversation keeps its system prompt or its tools: a request changing both
                     # (a title call repeating the opening message) starts one of its own.
@@ -323,9 +323,19 @@ class ScopeTracker:
             self._remember("cache", key, agent.session)
 
     def _index_state(self, call: Call, length: int, last: Message, agent: _Agent) -> None:
-        key = (call.client, call.api, call.messages[0].fingerprint(), length, last.fingerprint())
+        key = (call.client, call.api, self._anchor(call.messages), length, last.fingerprint())
         if self._states.get(key) is not agent:
             self._remember("state", key, agent)
+
+    def _anchor(self, messages: list[Message]) -> bytes:
+        """What identifies a conversation from its start: its first message and its first real
+        user text (harnesses open every conversation with the same boilerplate, such as Codex's
+        environment context)."""
+        h = hashlib.blake2b(messages[0].fingerprint(), digest_size=16)
+        task = next((m for m in messages[:8] if m.role == "user" and m.text and not self.table.is_chatter(m.text)), None)
+        if task is not None:
+            h.update(task.fingerprint())
+        return h.digest()
 
     def _remember(self, index: str, key: object, value: _Agent | _Session) -> None:
         """Index `key`; the entry is dropped when its session is evicted."""
