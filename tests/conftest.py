@@ -68,7 +68,7 @@ class Mitmdump:
                 raise RuntimeError("mitmdump failed to start")
         except Exception:
             self.stop()
-            raise RuntimeError(self.output())
+            raise RuntimeError(self.output()) from None
 
     def output(self) -> str:
         self.log.flush()

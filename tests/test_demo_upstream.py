@@ -16,6 +16,7 @@ import anthropic
 import httpx
 import openai
 import pytest
+
 from agent_lineage.demo import driver
 from agent_lineage.demo.upstream import DEFAULT_TEXT, EXHAUSTED_TEXT, DemoUpstream, ScriptError, find_script
 

@@ -24,7 +24,10 @@ from .base import (
     as_int,
     assistant_message,
     error_text,
+    event_object,
+    keep_fields,
     require_list,
+    response_object,
     text_of,
 )
 
@@ -51,15 +54,12 @@ class AnthropicMessages(Codec):
             for t in body.get("tools") or []
             if isinstance(t, dict)
         ]
-        for key in ("metadata", "max_tokens", "output_config", "thinking", "tool_choice"):
-            if key in body:
-                call.fields[key] = body[key]
+        keep_fields(body, call, ("metadata", "max_tokens", "output_config", "thinking", "tool_choice"))
 
     def parse_response(self, body: Any) -> Response:
-        if not isinstance(body, dict):
-            raise MalformedBody("response is not a JSON object")
-        if body.get("type") == "error" or "error" in body and "content" not in body:
-            return Response(error=error_text(body.get("error")), complete=True)
+        body, error = response_object(body, "content")
+        if error is not None:
+            return error
         if "input_tokens" in body and "content" not in body:  # count_tokens
             return Response(usage=Usage(input_tokens=as_int(body["input_tokens"])), complete=True)
         message = _message({"role": "assistant", "content": body.get("content") or []})
@@ -153,11 +153,8 @@ class _Stream(StreamAccumulator):
         self.pieces: dict[tuple[int, str], list[str]] = {}
 
     def event(self, event: Event) -> None:
-        try:
-            data = orjson.loads(event.data)
-        except orjson.JSONDecodeError:
-            return
-        if not isinstance(data, dict):
+        data = event_object(event)
+        if data is None:
             return
         kind = data.get("type") or event.event
         if kind == "message_start":

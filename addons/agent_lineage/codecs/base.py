@@ -5,6 +5,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
+import orjson
+
 from ..model import Call, Message, Response, ToolCall, ToolResult
 from ..sse import Event
 
@@ -40,6 +42,32 @@ class Codec(ABC):
 
     @abstractmethod
     def stream_accumulator(self) -> StreamAccumulator: ...
+
+
+def event_object(event: Event) -> dict[str, Any] | None:
+    """An SSE event's data as a JSON object; None for anything else (keep-alives, garbage)."""
+    try:
+        data = orjson.loads(event.data)
+    except orjson.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def keep_fields(body: dict[str, Any], call: Call, keys: tuple[str, ...]) -> None:
+    """Copy the body fields the scope rules read (ids, limits, output format) into `call.fields`."""
+    for key in keys:
+        if key in body:
+            call.fields[key] = body[key]
+
+
+def response_object(body: Any, success_key: str) -> tuple[dict[str, Any], Response | None]:
+    """A JSON response body as an object, and the error Response when it is an error body
+    (an `error` without the API's `success_key`)."""
+    if not isinstance(body, dict):
+        raise MalformedBody("response is not a JSON object")
+    if "error" in body and success_key not in body:
+        return body, Response(error=error_text(body["error"]), complete=True)
+    return body, None
 
 
 def text_of(content: Any, text_types: tuple[str, ...] = ("text", "input_text", "output_text")) -> str:

@@ -16,7 +16,19 @@ import orjson
 
 from ..model import Call, Message, Response, ToolCall, ToolDef, ToolResult, Usage
 from ..sse import Event
-from .base import Codec, MalformedBody, StreamAccumulator, as_int, assistant_message, error_text, require_list, text_of
+from .base import (
+    Codec,
+    MalformedBody,
+    StreamAccumulator,
+    as_int,
+    assistant_message,
+    error_text,
+    event_object,
+    keep_fields,
+    require_list,
+    response_object,
+    text_of,
+)
 
 
 class OpenAIChat(Codec):
@@ -39,15 +51,12 @@ class OpenAIChat(Codec):
         call.system = "\n".join(system)
         call.messages = [_message(m) for m in raw_messages[start:]]
         call.tools = [_tool(t) for t in body.get("tools") or [] if isinstance(t, dict)]
-        for key in ("max_tokens", "max_completion_tokens", "tool_choice", "user", "metadata", "response_format"):
-            if key in body:
-                call.fields[key] = body[key]
+        keep_fields(body, call, ("max_tokens", "max_completion_tokens", "tool_choice", "user", "metadata", "response_format"))
 
     def parse_response(self, body: Any) -> Response:
-        if not isinstance(body, dict):
-            raise MalformedBody("response is not a JSON object")
-        if "error" in body and "choices" not in body:
-            return Response(error=error_text(body["error"]), complete=True)
+        body, error = response_object(body, "choices")
+        if error is not None:
+            return error
         choices = body.get("choices") or [{}]
         if not isinstance(choices, list):
             raise MalformedBody("`choices` is not a list")
@@ -124,11 +133,8 @@ class _Stream(StreamAccumulator):
         if event.data.strip() == "[DONE]":
             self.response.complete = True
             return
-        try:
-            data = orjson.loads(event.data)
-        except orjson.JSONDecodeError:
-            return
-        if not isinstance(data, dict):
+        data = event_object(event)
+        if data is None:
             return
         if "error" in data:
             self.response.error = error_text(data["error"])

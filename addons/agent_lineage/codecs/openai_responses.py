@@ -21,7 +21,18 @@ import orjson
 
 from ..model import Call, Message, Response, ToolCall, ToolDef, ToolResult, Usage
 from ..sse import Event
-from .base import Codec, MalformedBody, StreamAccumulator, as_int, assistant_message, error_text, text_of
+from .base import (
+    Codec,
+    MalformedBody,
+    StreamAccumulator,
+    as_int,
+    assistant_message,
+    error_text,
+    event_object,
+    keep_fields,
+    response_object,
+    text_of,
+)
 
 CALL_ITEMS = {
     "function_call": "function",
@@ -34,6 +45,18 @@ CALL_ITEMS = {
     "mcp_call": "mcp",
 }
 SERVER_ITEMS = ("web_search_call", "file_search_call", "code_interpreter_call", "image_generation_call")
+# Request fields the scope rules and side-request rules read.
+RESPONSES_FIELDS = (
+    "previous_response_id",
+    "prompt_cache_key",
+    "client_metadata",
+    "metadata",
+    "text",
+    "max_output_tokens",
+    "tool_choice",
+    "conversation",
+    "reasoning",
+)
 OUTPUT_ITEMS = (
     "function_call_output",
     "custom_tool_call_output",
@@ -73,26 +96,11 @@ class OpenAIResponses(Codec):
         call.system = "\n".join(system)
         call.messages = items_to_messages(raw_input[start:])
         call.tools = [_tool(t) for t in body.get("tools") or [] if isinstance(t, dict)]
-        for key in (
-            "previous_response_id",
-            "prompt_cache_key",
-            "client_metadata",
-            "metadata",
-            "text",
-            "max_output_tokens",
-            "tool_choice",
-            "conversation",
-            "reasoning",
-        ):
-            if key in body:
-                call.fields[key] = body[key]
+        keep_fields(body, call, RESPONSES_FIELDS)
 
     def parse_response(self, body: Any) -> Response:
-        if not isinstance(body, dict):
-            raise MalformedBody("response is not a JSON object")
-        if "error" in body and "output" not in body:
-            return Response(error=error_text(body["error"]), complete=True)
-        return _response(body, complete=True)
+        body, error = response_object(body, "output")
+        return error if error is not None else _response(body, complete=True)
 
     def stream_accumulator(self) -> StreamAccumulator:
         return _Stream()
@@ -223,11 +231,8 @@ class _Stream(StreamAccumulator):
         self.error: str | None = None
 
     def event(self, event: Event) -> None:
-        try:
-            data = orjson.loads(event.data)
-        except orjson.JSONDecodeError:
-            return
-        if not isinstance(data, dict):
+        data = event_object(event)
+        if data is None:
             return
         kind = data.get("type") or event.event
         if kind in self.TERMINAL:
