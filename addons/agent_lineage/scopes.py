@@ -354,12 +354,13 @@ class ScopeTracker:
         for agent, call_id, use in self._tool_uses(call.client, call.t_start):
             if use.child is not None:
                 continue
-            # Timing alone needs a fresh delegation, and a subagent runs under a system prompt of
-            # its own (unless its client marks it): one equal to the caller's is another session
-            # of the same app.
+            # Timing alone needs a fresh delegation and, unless the client marks its subagents,
+            # one that names no task (a child given a task quotes it: a conversation quoting
+            # nothing is not that child) and a system prompt other than the caller's (one equal
+            # to it is another session of the same app).
             fresh = use.t_closed is None and call.t_start - use.t_emitted <= CHILD_START_SECONDS
-            own_prompt = marked_subagent or (agent.context is not None and agent.context[0] != system)
-            if fresh and use.delegation and own_prompt:
+            unmarked_child = not use.quotes and agent.context is not None and agent.context[0] != system
+            if fresh and use.delegation and (marked_subagent or unmarked_child):
                 open_delegations.append((agent, call_id))
             quoted = _quoted(use.quotes, text)
             if quoted and (best is None or (quoted, use.t_emitted) > best[:2]):
