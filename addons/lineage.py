@@ -60,6 +60,7 @@ class Lineage:
         self.pipeline: Pipeline | None = None
         self.live: dict[str, _Live] = {}  # flow id -> call in flight
         self.sockets: dict[str, tuple[ResponsesSocket, http.HTTPFlow]] = {}  # Responses WebSockets
+        self.unredacted: dict[str, http.HTTPFlow] = {}  # flows whose secrets are still in the record
 
     def load(self, loader: Any) -> None:
         loader.add_option("lineage_stamp", bool, True, "Stamp x-dynamo-session-id / x-dynamo-parent-session-id on LLM requests. Off: only observe and record.")
@@ -77,7 +78,7 @@ class Lineage:
         loader.add_option("lineage_session_ttl", str, "3600", "Idle seconds after which a session's state is released from memory.")
         loader.add_option("lineage_harness_file", str, "", "YAML file merged over the built-in harness table (client headers and body fields).")
         loader.add_option("lineage_calls_log", str, "", "Append every finished LLM call as one JSON line to this file (debugging).")
-        loader.add_option("lineage_redact_flows", bool, True, "Blank secret header values (Authorization, x-api-key, cookies) in LLM flows once forwarded, so saved flows (-w) hold no keys.")
+        loader.add_option("lineage_redact_flows", bool, True, "Blank secret header values (Authorization, x-api-key, cookies) and key-like query values in every flow once forwarded, so saved flows (-w) hold no keys.")
 
     def configure(self, updated: set[str]) -> None:
         if self.pipeline is None or updated & PIPELINE_OPTIONS:
@@ -119,6 +120,7 @@ class Lineage:
 
     def request(self, flow: http.HTTPFlow) -> None:
         assert self.pipeline is not None
+        self.unredacted[flow.id] = flow
         try:
             exchange = flows.request_exchange(flow)
             if is_responses_upgrade(exchange.method, exchange.path, exchange.request_headers):
@@ -144,6 +146,7 @@ class Lineage:
             flow.response.stream = live.tee
 
     def response(self, flow: http.HTTPFlow) -> None:
+        self._redact(flow)
         live = self.live.pop(flow.id, None)
         if live is None or self.pipeline is None:
             return
@@ -156,6 +159,7 @@ class Lineage:
         self._finish(live, None)
 
     def error(self, flow: http.HTTPFlow) -> None:
+        self._redact(flow)
         live = self.live.pop(flow.id, None)
         if live is None or self.pipeline is None:
             return
@@ -190,6 +194,8 @@ class Lineage:
         for socket, flow in self.sockets.values():
             self._close_socket(socket, flow, None, "proxy shut down before the response ended")
         self.sockets.clear()
+        for flow in list(self.unredacted.values()):  # still in flight: the save addon writes them next
+            self._redact(flow)
         if self.pipeline is not None:
             self.pipeline.close()
 
@@ -198,8 +204,6 @@ class Lineage:
             socket.close(t, error)
         except Exception:
             log.exception("agent-lineage: cannot record the end of %s", flow.request.pretty_url)
-        if ctx.options.lineage_redact_flows:
-            _redact(flow)
 
     def _finish(self, live: _Live, error: str | None) -> None:
         assert self.pipeline is not None
@@ -209,8 +213,19 @@ class Lineage:
             self.pipeline.finish(live.reader, flows.end_time(live.flow), error)
         except Exception:
             log.exception("agent-lineage: cannot record %s", live.flow.request.pretty_url)
-        if ctx.options.lineage_redact_flows:
-            _redact(live.flow)
+
+    def _redact(self, flow: http.HTTPFlow) -> None:
+        """Blank secrets in the flow's record once the request has gone upstream with them, so
+        saved flows (-w) keep no key: every flow, LLM or not."""
+        self.unredacted.pop(flow.id, None)
+        if not ctx.options.lineage_redact_flows:
+            return
+        for name in SECRET_HEADERS:
+            if name in flow.request.headers:
+                flow.request.headers[name] = REDACTED
+        for name in list(flow.request.query):
+            if name.lower() in SECRET_QUERY_PARAMS:
+                flow.request.query[name] = REDACTED
 
 
 def _seconds(option: str, minimum: float | None = None) -> float:
@@ -234,16 +249,6 @@ def _stamp(flow: http.HTTPFlow, headers: dict[str, str | None]) -> None:
             flow.request.headers.pop(name, None)
         else:
             flow.request.headers[name] = value  # replaces every field of that name, any case
-
-
-def _redact(flow: http.HTTPFlow) -> None:
-    """Blank secrets in the flow record; the request has already gone upstream with them."""
-    for name in SECRET_HEADERS:
-        if name in flow.request.headers:
-            flow.request.headers[name] = REDACTED
-    for name in list(flow.request.query):
-        if name.lower() in SECRET_QUERY_PARAMS:
-            flow.request.query[name] = REDACTED
 
 
 addons = [Lineage()]

@@ -307,3 +307,17 @@ def test_flows_read_from_a_file_keep_their_streamed_bodies(addon, tmp_path):
     assert flow.response.raw_content == saved
     [call] = logged_calls(tmp_path)
     assert call["response"]["output"]["text"] == "Hello"
+
+
+def test_secrets_of_non_llm_flows_are_blanked_too_once_forwarded(addon):
+    request = tutils.treq(headers=Headers([(b"x-api-key", b"sk-secret"), (b"cookie", b"a=b")]))
+    flow = tflow.tflow(req=request, resp=True)
+    addon.request(flow)
+    assert flow.request.headers["x-api-key"] == "sk-secret"
+    addon.responseheaders(flow)
+    addon.response(flow)
+    assert flow.request.headers["x-api-key"] == flow.request.headers["cookie"] == "<redacted>"
+    in_flight = tflow.tflow(req=tutils.treq(headers=Headers([(b"authorization", b"Bearer sk-secret")])))
+    addon.request(in_flight)
+    addon.done()  # shutting down: the save addon writes in-flight flows next
+    assert in_flight.request.headers["authorization"] == "<redacted>"
