@@ -4,8 +4,12 @@
 real APIs': OpenAI Chat Completions (`/v1/chat/completions`), OpenAI Responses
 (`/v1/responses`), Anthropic Messages (`/v1/messages`, `/v1/messages/count_tokens`), plus
 `HEAD /`, `GET /` and `GET /v1/models`. The `/v1` prefix is optional for the OpenAI paths.
+`GET /v1/responses` with `Upgrade: websocket` is the Responses API over a WebSocket, as Codex
+uses it with OpenAI's own provider: each `response.create` message gets the same events, one
+JSON message each.
 Every request is recorded in `DemoUpstream.requests`. Ids and token counts are derived from
-the request body, so the same request always gets the same reply.
+the request body, and `created` timestamps are the server's start time, so the same request
+always gets the same reply.
 
     python -m agent_lineage.demo.upstream --port 8765
 
@@ -36,6 +40,47 @@ with its own script starts over at its first step; without any script the reply 
 "Hello from the demo upstream.". Responses requests with `previous_response_id` are resolved
 against the conversations this upstream has answered.
 
+A tool argument may refer to what earlier tool calls of the same turn returned:
+
+    "$outputs.KEY"                   (a whole JSON string value) becomes the list of the KEY
+                                     values of every tool result of this turn that is a JSON object
+    "$outputs.KEY[N]"                becomes the Nth (from 0) of them
+
+so Codex can wait for the subagents it spawned, whose ids only its `spawn_agent` results know:
+
+    [[script: tool tool_search {"query": "spawn agent"} ;
+              tools spawn_agent {"message": "[[script: say one]]"} spawn_agent {"message": "[[script: say two]]"} ;
+              tool wait_agent {"targets": ["$outputs.agent_id[0]"]} ;
+              tool wait_agent {"targets": ["$outputs.agent_id[1]"]} ;
+              say Both done.]]
+
+(`wait_agent` returns when the first of its targets finishes: wait for each child in turn, or the
+parent may finish, and `codex exec` exit, while a child still runs.)
+
+Driving real coding agents
+--------------------------
+Scripts drive the real CLIs too (tests/test_agents.py): the upstream answers with the output
+items those CLIs accept, chosen from the tools the request declares (Responses): a call of a
+tool declared `{"type": "tool_search"}` is a `tool_search_call` item (Codex's deferred tool
+discovery; its arguments are an object), a `custom` tool a `custom_tool_call` (its input text
+is the script's `{"input": "..."}`), and a function declared inside a `namespace` (as Codex's
+`tool_search_output` returns `spawn_agent` / `wait_agent` in `multi_agent_v1`) a `function_call`
+carrying that `namespace`. Claude Code's tools need nothing special: `tool Bash {"command": ...}`,
+`tool Read {"file_path": ...}`, `tool Agent {"description": ..., "prompt": "[[script: ...]]",
+"subagent_type": "general-purpose"}` (a subagent's script is in its prompt, which is its first
+user message; `tools Agent {...} Agent {...}` runs two in parallel).
+
+Side requests are answered as the real APIs would, whatever script their prompt quotes:
+
+- a request for structured output (Anthropic `output_config.format`, Responses `text.format`,
+  Chat `response_format`, of type `json_schema`: Claude Code's and Codex's title requests) gets
+  a JSON text matching the schema (its strings are the first words of the prompt's first line,
+  without markup or script);
+- an Anthropic text reply longer than the request's `max_tokens` (Claude Code's `max_tokens: 1`
+  "test" quota probe) is cut to that many tokens with `stop_reason: "max_tokens"`;
+- `HEAD /` and `GET /` answer 200, `GET /v1/models` lists the demo models, and
+  `/v1/messages/count_tokens` counts.
+
 Failure injection
 -----------------
 Controls are read from the last user-side message of the request (the latest prompt, or the
@@ -63,6 +108,7 @@ import hashlib
 import json
 import logging
 import re
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -122,6 +168,7 @@ class Reply:
     text: str = ""
     tool_calls: tuple[ScriptedCall, ...] = ()
     thinking: str = ""
+    limited: bool = False  # the text was cut at the request's max_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +192,7 @@ _TOOL_NAME = re.compile(r"[A-Za-z_][\w.:-]*")
 _STATUS = re.compile(r"\[\[status:([45]\d\d)\]\]")
 _CUT = re.compile(r"\[\[cut:(\d+)\]\]")
 _DELAY = re.compile(r"\[\[delay:([^\]]*)\]\]")
+_MARKUP = re.compile(r"<[^<>\n]{1,80}>")  # tags such as <session> around a quoted prompt
 _SYSTEM_REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL)
 
 
@@ -359,6 +407,7 @@ def _plan_reply(entries: list[_Entry]) -> tuple[Reply, Controls]:
         if entry.side == "user" and entry.fresh and (script := find_script(entry.text)):
             step = _replies(entries[i + 1 :])
             reply = script.steps[step] if step < len(script.steps) else Reply(text=EXHAUSTED_TEXT)
+            reply = _fill_outputs(reply, entries[i + 1 :])
             break
     last_user = next((e for e in reversed(entries) if e.side == "user"), None)
     if last_user is None:
@@ -367,6 +416,116 @@ def _plan_reply(entries: list[_Entry]) -> tuple[Reply, Controls]:
     if script := find_script(text):
         text = text[: script.start] + text[script.end :]
     return reply, find_controls(text)
+
+
+_OUTPUTS_REF = re.compile(r"\$outputs\.([\w-]+)(?:\[(\d+)\])?")
+
+
+def _fill_outputs(reply: Reply, turn: list[_Entry]) -> Reply:
+    """Replace `"$outputs.KEY"` argument values by the KEY values of this turn's JSON tool results."""
+    if not any("$outputs." in call.arguments for call in reply.tool_calls):
+        return reply
+    results = []
+    for entry in turn:
+        if entry.side == "user" and not entry.fresh:
+            with contextlib.suppress(ValueError):
+                results.append(json.loads(entry.text))
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, str) and (m := _OUTPUTS_REF.fullmatch(value)):
+            found = [r[m.group(1)] for r in results if isinstance(r, dict) and m.group(1) in r]
+            if m.group(2) is None:
+                return found
+            if int(m.group(2)) >= len(found):
+                raise ScriptError(f"{value}: only {len(found)} tool results of this turn have {m.group(1)!r}")
+            return found[int(m.group(2))]
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        return value
+
+    calls = tuple(
+        ScriptedCall(c.name, json.dumps(fill(json.loads(c.arguments)), separators=(",", ":"))) for c in reply.tool_calls
+    )
+    return Reply(text=reply.text, tool_calls=calls, thinking=reply.thinking)
+
+
+def _schema_instance(schema: Any, words: str) -> Any:
+    """A small value that satisfies a JSON schema (the subset structured-output requests use)."""
+    if not isinstance(schema, dict):
+        return words
+    for key in ("anyOf", "oneOf", "allOf"):
+        if isinstance(schema.get(key), list) and schema[key]:
+            return _schema_instance(schema[key][0], words)
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or (kind is None and "properties" in schema):
+        properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        return {name: _schema_instance(sub, words) for name, sub in properties.items()}
+    if kind == "array":
+        return []
+    return {"integer": 0, "number": 0, "boolean": False, "null": None}.get(kind, words)
+
+
+def _output_schema(api: str, request: dict) -> Any:
+    """The JSON schema a structured-output request asks the reply to follow, or None."""
+    if api == MESSAGES:
+        config = request.get("output_config")
+        fmt = config.get("format") if isinstance(config, dict) else None
+    elif api == RESPONSES:
+        text = request.get("text")
+        fmt = text.get("format") if isinstance(text, dict) else None
+    else:
+        fmt = request.get("response_format")
+        if isinstance(fmt, dict) and isinstance(fmt.get("json_schema"), dict):
+            fmt = {"type": fmt.get("type"), "schema": fmt["json_schema"].get("schema")}
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        return fmt.get("schema") or {"type": "object"}
+    return None
+
+
+def _side_reply(api: str, request: dict, entries: list[_Entry], reply: Reply) -> Reply:
+    """What a side request gets instead of the script: structured output, or a token-limited text."""
+    schema = _output_schema(api, request)
+    if schema is not None:
+        prompt = next((e.text for e in reversed(entries) if e.side == "user" and e.fresh and e.text.strip()), "")
+        if script := find_script(prompt):
+            prompt = prompt[: script.start] + prompt[script.end :]
+        prompt = _MARKUP.sub(" ", prompt)
+        line = next((line for line in prompt.splitlines() if line.strip()), "")
+        words = " ".join(line.split()[:8]) or "Demo session"
+        return Reply(text=json.dumps(_schema_instance(schema, words), separators=(",", ":")))
+    limit = request.get("max_tokens")
+    if api == MESSAGES and type(limit) is int and limit > 0 and not reply.tool_calls:
+        if _tokens(len(reply.text)) + _tokens(len(reply.thinking)) > limit:
+            return Reply(text=reply.text[: 4 * limit], limited=True)
+    return reply
+
+
+def _declared_tools(request: dict, items: list[dict]) -> dict[str, dict]:
+    """Responses tools by name (by type when nameless), from `tools` and the `tool_search_output`
+    items of the conversation, with the namespace each is declared in."""
+    declared: dict[str, dict] = {}
+
+    def walk(tools: Any, namespace: str | None) -> None:
+        for tool in _dicts(tools):
+            kind = tool.get("type")
+            if kind == "namespace" and isinstance(tool.get("name"), str):
+                walk(tool.get("tools"), tool["name"])
+            elif isinstance(key := tool.get("name") or kind, str):
+                declared[key] = {"type": kind, "namespace": namespace, "execution": tool.get("execution")}
+
+    walk(request.get("tools"), None)
+    for item in items:
+        if item.get("type") == "tool_search_output":
+            walk(item.get("tools"), None)
+    return declared
 
 
 def _replies(entries: list[_Entry]) -> int:
@@ -400,7 +559,8 @@ class _Answer:
     seed: str  # hex digest of the request body: every id derives from it
     prompt_tokens: int
     cached_tokens: int
-    created: int = field(default_factory=lambda: int(time.time()))
+    created: int = field(default_factory=lambda: int(time.time()))  # the server's start: replies repeat
+    declared: dict[str, dict] = field(default_factory=dict)  # Responses: tool declarations by name
 
     @property
     def model(self) -> str:
@@ -526,8 +686,32 @@ def _response_output(a: _Answer) -> list[dict]:
             {"type": "message", "id": a.id("msg_"), "role": "assistant", "status": "completed", "content": content}
         )
     for i, c in enumerate(reply.tool_calls):
-        items.append(
-            {
+        declared = a.declared.get(c.name, {})
+        if declared.get("type") == "tool_search":  # Codex's deferred tool discovery
+            items.append(
+                {
+                    "type": "tool_search_call",
+                    "id": a.id("ts_", i),
+                    "call_id": a.id("call_", i),
+                    "execution": declared.get("execution") or "client",
+                    "status": "completed",
+                    "arguments": json.loads(c.arguments),
+                }
+            )
+        elif declared.get("type") == "custom":  # a freeform tool: its input is text
+            text = json.loads(c.arguments).get("input", "")
+            items.append(
+                {
+                    "type": "custom_tool_call",
+                    "id": a.id("ctc_", i),
+                    "call_id": a.id("call_", i),
+                    "name": c.name,
+                    "input": text if isinstance(text, str) else json.dumps(text),
+                    "status": "completed",
+                }
+            )
+        else:
+            item = {
                 "type": "function_call",
                 "id": a.id("fc_", i),
                 "call_id": a.id("call_", i),
@@ -535,7 +719,9 @@ def _response_output(a: _Answer) -> list[dict]:
                 "arguments": c.arguments,
                 "status": "completed",
             }
-        )
+            if declared.get("namespace"):
+                item["namespace"] = declared["namespace"]
+            items.append(item)
     return items
 
 
@@ -617,6 +803,14 @@ def _responses_event_objects(a: _Answer) -> list[dict]:
                     ("response.function_call_arguments.delta", at | {"delta": p}) for p in _pieces(item["arguments"])
                 ]
                 events.append(("response.function_call_arguments.done", at | {"arguments": item["arguments"]}))
+            case "custom_tool_call":
+                added = item | {"input": "", "status": "in_progress"}
+                events.append(("response.output_item.added", {"output_index": index, "item": added}))
+                events += [("response.custom_tool_call_input.delta", at | {"delta": p}) for p in _pieces(item["input"])]
+                events.append(("response.custom_tool_call_input.done", at | {"input": item["input"]}))
+            case "tool_search_call":  # arrives whole: added, then done
+                added = item | {"status": "in_progress"}
+                events.append(("response.output_item.added", {"output_index": index, "item": added}))
         events.append(("response.output_item.done", {"output_index": index, "item": item}))
     events.append(("response.completed", {"response": _response_object(a)}))
     return [{"type": kind, "sequence_number": n} | data for n, (kind, data) in enumerate(events)]
@@ -664,7 +858,7 @@ def _message(a: _Answer, content: list[dict], stop_reason: str | None, usage: di
 
 
 def _stop_reason(a: _Answer) -> str:
-    return "tool_use" if a.reply.tool_calls else "end_turn"
+    return "tool_use" if a.reply.tool_calls else "max_tokens" if a.reply.limited else "end_turn"
 
 
 def _message_object(a: _Answer) -> dict:
@@ -789,6 +983,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         api = MESSAGES if path.startswith("/v1/messages") else CHAT
         match (self.command, path):
+            case ("GET", "/v1/responses" | "/responses") if "websocket" in self.headers.get("upgrade", "").lower():
+                self._websocket()
             case ("GET" | "HEAD", "/"):
                 self._send_json(200, {"status": "ok", "service": "agent-lineage demo upstream"})
             case ("GET", "/v1/models" | "/models"):
@@ -801,6 +997,39 @@ class _Handler(BaseHTTPRequestHandler):
                 self._answer(_LLM_PATHS[path], body, parsed)
             case _:
                 self._send_json(404, _error_body(api, 404, f"no route for {self.command} {path}"))
+
+    def _websocket(self) -> None:
+        """Codex's Responses-over-WebSocket: each `response.create` message is answered with the
+        Responses events of the HTTP endpoint, one JSON text message each (RFC 6455, no extensions)."""
+        key = self.headers.get("sec-websocket-key", "")
+        accept = base64.b64encode(hashlib.sha1((key + _WS_GUID).encode()).digest()).decode()
+        self.send_response(101, "Switching Protocols")
+        self.send_header("upgrade", "websocket")
+        self.send_header("connection", "Upgrade")
+        self.send_header("sec-websocket-accept", accept)
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        upstream = self.server.upstream
+        try:
+            while (message := _ws_read_message(self.rfile, self.wfile)) is not None:
+                try:
+                    request = json.loads(message)
+                except ValueError:
+                    continue
+                if not isinstance(request, dict) or request.get("type") != "response.create":
+                    continue
+                fields = {k: v for k, v in request.items() if k != "type"}
+                try:
+                    events = upstream.websocket_events(fields)
+                except ScriptError as e:
+                    events = [{"type": "error", "code": "invalid_request", "message": f"bad demo script: {e}"}]
+                for n, event in enumerate(events):
+                    time.sleep(upstream.first_byte_delay if n == 0 else upstream.chunk_delay)
+                    self.wfile.write(_ws_frame(0x1, json.dumps(event, separators=(",", ":")).encode()))
+                    self.wfile.flush()
+        except (ConnectionError, OSError):
+            pass
 
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("transfer-encoding", "").lower():
@@ -830,6 +1059,7 @@ class _Handler(BaseHTTPRequestHandler):
             reply, controls = _plan_reply(entries)
         except ScriptError as e:
             return self._send_json(400, _error_body(api, 400, f"bad demo script: {e}"))
+        reply = _side_reply(api, request, entries, reply)
         if controls.status:
             return self._send_json(
                 controls.status, _error_body(api, controls.status, f"injected HTTP {controls.status}")
@@ -838,7 +1068,8 @@ class _Handler(BaseHTTPRequestHandler):
         prompt_tokens = _tokens(len(body))
         continuing = any(e.side == "assistant" for e in entries)
         cached = prompt_tokens * 3 // 4 // 64 * 64 if continuing else 0
-        answer = _Answer(reply, request, self._seed, prompt_tokens, cached)
+        declared = _declared_tools(request, items) if api == RESPONSES else {}
+        answer = _Answer(reply, request, self._seed, prompt_tokens, cached, upstream.started, declared)
         if api == RESPONSES:
             upstream._store_response(answer.id("resp_"), items + _response_output(answer))
 
@@ -900,12 +1131,64 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
 
+_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def _ws_frame(opcode: int, payload: bytes) -> bytes:
+    """One unmasked, final server frame."""
+    n = len(payload)
+    if n < 126:
+        head = struct.pack(">BB", 0x80 | opcode, n)
+    elif n < 1 << 16:
+        head = struct.pack(">BBH", 0x80 | opcode, 126, n)
+    else:
+        head = struct.pack(">BBQ", 0x80 | opcode, 127, n)
+    return head + payload
+
+
+def _ws_read_message(rfile: Any, wfile: Any) -> bytes | None:
+    """The next whole data message from the client (fragments joined, pings answered); None when
+    the client closes or goes away."""
+    parts: list[bytes] = []
+    while True:
+        head = rfile.read(2)
+        if len(head) < 2:
+            return None
+        final, opcode, masked, n = head[0] & 0x80, head[0] & 0x0F, head[1] & 0x80, head[1] & 0x7F
+        if n == 126:
+            n = struct.unpack(">H", rfile.read(2))[0]
+        elif n == 127:
+            n = struct.unpack(">Q", rfile.read(8))[0]
+        mask = rfile.read(4) if masked else b""
+        data = rfile.read(n)
+        if len(data) < n:
+            return None
+        if masked and n:
+            key = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
+            data = (int.from_bytes(data, "big") ^ key).to_bytes(n, "big")
+        if opcode == 0x8:  # close: answer it
+            with contextlib.suppress(OSError):
+                wfile.write(_ws_frame(0x8, data[:2]))
+                wfile.flush()
+            return None
+        if opcode == 0x9:  # ping
+            wfile.write(_ws_frame(0xA, data))
+            wfile.flush()
+            continue
+        if opcode == 0xA:
+            continue
+        parts.append(data)
+        if final:
+            return b"".join(parts)
+
+
 class DemoUpstream:
     """The demo LLM server: bound on construction, served from a background thread."""
 
     def __init__(self, port: int = 0, *, first_byte_delay: float = 0.0, chunk_delay: float = 0.0) -> None:
         self.first_byte_delay = first_byte_delay
         self.chunk_delay = chunk_delay
+        self.started = int(time.time())  # every reply's `created`, so the same request gets the same bytes
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         # Responses conversations by response id (input and output items), for previous_response_id.
@@ -967,9 +1250,13 @@ class DemoUpstream:
         items = history + _responses_items(request)
         entries = _responses_entries(items)
         reply, _ = _plan_reply(entries)
+        reply = _side_reply(RESPONSES, request, entries, reply)
+        if request.get("generate") is False:  # Codex warms the cache: a response with no output
+            reply = Reply()
         prompt_tokens = _tokens(len(body))
         cached = prompt_tokens * 3 // 4 // 64 * 64 if any(e.side == "assistant" for e in entries) else 0
-        answer = _Answer(reply, request, hashlib.sha256(body).hexdigest(), prompt_tokens, cached)
+        declared = _declared_tools(request, items)
+        answer = _Answer(reply, request, hashlib.sha256(body).hexdigest(), prompt_tokens, cached, self.started, declared)
         self._store_response(answer.id("resp_"), items + _response_output(answer))
         return _responses_event_objects(answer)
 
