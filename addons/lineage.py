@@ -40,11 +40,13 @@ PIPELINE_OPTIONS = {
 class _Live:
     """A call in flight: its reader and, for a streamed body, the chunks to save with the flow."""
 
-    def __init__(self, call: Call, flow: http.HTTPFlow) -> None:
+    def __init__(self, call: Call, flow: http.HTTPFlow, pipeline: Pipeline) -> None:
         self.call = call
         self.flow = flow
+        self.pipeline = pipeline
         self.reader: ResponseReader | None = None
         self.chunks: list[bytes] | None = None
+        self.answered = False
 
     def tee(self, chunk: bytes) -> bytes:
         """`flow.response.stream`: each chunk goes to the client as it is, and to the parser."""
@@ -52,6 +54,12 @@ class _Live:
             self.chunks.append(chunk)
         if self.reader is not None:
             self.reader.feed(chunk)
+            if not self.answered:
+                try:
+                    self.answered = self.pipeline.learn_answered(self.reader)
+                except Exception:
+                    self.answered = True
+                    log.exception("agent-lineage: cannot learn from the answer of %s", self.flow.request.pretty_url)
         return chunk
 
 
@@ -132,7 +140,7 @@ class Lineage:
             return
         if outcome is not None:
             _stamp(flow, outcome.headers)
-            self.live[flow.id] = _Live(outcome.call, flow)
+            self.live[flow.id] = _Live(outcome.call, flow, self.pipeline)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         live = self.live.get(flow.id)

@@ -321,3 +321,25 @@ def test_secrets_of_non_llm_flows_are_blanked_too_once_forwarded(addon):
     addon.request(in_flight)
     addon.done()  # shutting down: the save addon writes in-flight flows next
     assert in_flight.request.headers["authorization"] == "<redacted>"
+
+
+def test_a_subagent_starting_before_its_parents_stream_has_ended_is_still_its_subagent(addon):
+    """Clients act on the terminal event: the child's request may overtake the end of the stream."""
+    task = "Summarise the changes in the billing module"
+    body = {"model": "gpt-x", "stream": True, "messages": [{"role": "user", "content": "plan the release"}]}
+    call = {"id": "call_1", "type": "function", "function": {"name": "delegate", "arguments": json.dumps({"task": task})}}
+    events = [
+        b'data: {"id":"c2","choices":[{"index":0,"delta":{"role":"assistant","tool_calls":[%s]}}]}\n\n' % json.dumps({"index": 0, **call}).encode(),
+        b'data: {"id":"c2","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}\n\ndata: [DONE]\n\n',
+    ]
+    response = tutils.tresp(headers=Headers([(b"content-type", b"text/event-stream")]), content=None)
+    parent = tflow.tflow(req=llm_request("/v1/chat/completions", body), resp=response)
+    addon.request(parent)
+    addon.responseheaders(parent)
+    for chunk in events:
+        parent.response.stream(chunk)
+    child = tflow.tflow(req=llm_request("/v1/chat/completions", {"model": "gpt-x", "messages": [{"role": "system", "content": "helper"}, {"role": "user", "content": task}]}, t=1000.5))
+    addon.request(child)  # before the parent's end of stream
+    assert child.request.headers["x-dynamo-parent-session-id"] == parent.request.headers["x-dynamo-session-id"]
+    parent.response.stream(b"")
+    addon.response(parent)

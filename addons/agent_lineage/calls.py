@@ -104,6 +104,13 @@ class ResponseReader:
         except Exception as e:  # a corrupt body must not reach the proxy
             self.problem = f"cannot read response body: {e!r}"
 
+    def answered(self) -> Response | None:
+        """The response, once an event stream has delivered its terminal event (the end of the
+        HTTP body may still be on its way); None before that, and for JSON bodies."""
+        if self._mode != "sse" or self.problem or not self._stream.finished:
+            return None
+        return self._stream.result()
+
     def finish(self, t_end: float | None, error: str | None = None) -> Call:
         """Fill in the response half of the call; `error` is a transport failure, if any."""
         call = self.call

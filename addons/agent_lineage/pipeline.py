@@ -8,7 +8,7 @@ calls in the same order, so both give the same Calls, ids and files.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -96,6 +96,16 @@ class Pipeline:
     def response_reader(self, call: Call, status: int | None, headers: dict[str, str], t_first_byte: float | None) -> ResponseReader:
         call.t_first_byte = t_first_byte
         return ResponseReader(call, status, headers)
+
+    def learn_answered(self, reader: ResponseReader) -> bool:
+        """A streamed answer is complete at the client, which may act on it at once (start the
+        subagent its tool call asks for) before the end of the stream reaches us: learn from it
+        now. False until the terminal event has passed."""
+        response = reader.answered()
+        if response is None:
+            return False
+        self.tracker.end(replace(reader.call, response=response))
+        return True
 
     def finish(self, reader: ResponseReader, t_end: float | None, error: str | None = None) -> Call:
         call = reader.finish(t_end, error)

@@ -163,7 +163,8 @@ class ScopeTracker:
     # -- responses --------------------------------------------------------------------
 
     def end(self, call: Call) -> None:
-        """Learn from a finished call: its output extends the conversation, its tool calls open."""
+        """Learn from a finished call: its output extends the conversation, its tool calls open.
+        Learning the same answer twice changes nothing."""
         scope: Scope | None = call.scope
         if scope is None or scope.side is not None or scope.pending or scope.agent_id not in self.agents:
             return
@@ -182,7 +183,7 @@ class ScopeTracker:
         agent.last_response_len = length
         t = call.t_end or call.t_start
         for tool_call in output.tool_calls:
-            if not tool_call.id:
+            if not tool_call.id or tool_call.id in agent.tools:  # learnt already, when the answer passed
                 continue
             agent.tools[tool_call.id] = _ToolUse(
                 tool_call.name,

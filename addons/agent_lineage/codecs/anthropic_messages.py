@@ -202,6 +202,10 @@ class _Stream(StreamAccumulator):
             except orjson.JSONDecodeError:
                 block["input"] = {"input": text}  # cut mid-arguments: keep what arrived
 
+    @property
+    def finished(self) -> bool:
+        return self.response.complete
+
     def result(self) -> Response:
         for index in {index for index, _ in self.pieces}:
             self._finish_block(index)

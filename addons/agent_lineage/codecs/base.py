@@ -16,13 +16,19 @@ class MalformedBody(ValueError):
 
 
 class StreamAccumulator(ABC):
-    """Rebuilds a Response from SSE events, tolerating a stream cut at any point."""
+    """Rebuilds a Response from SSE events, tolerating a stream cut at any point. `result()` may
+    be called again after more events (or none)."""
 
     @abstractmethod
     def event(self, event: Event) -> None: ...
 
     @abstractmethod
     def result(self) -> Response: ...
+
+    @property
+    @abstractmethod
+    def finished(self) -> bool:
+        """The terminal event has arrived: the client has the whole answer."""
 
 
 class Codec(ABC):

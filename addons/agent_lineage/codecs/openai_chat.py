@@ -167,6 +167,10 @@ class _Stream(StreamAccumulator):
             if isinstance(function.get("arguments"), str):
                 call["arguments"].append(function["arguments"])
 
+    @property
+    def finished(self) -> bool:
+        return self.response.complete  # `[DONE]`
+
     def result(self) -> Response:
         calls = [
             ToolCall(c["id"], c["name"], "".join(c["arguments"]), c["type"]) for _, c in sorted(self.calls.items())

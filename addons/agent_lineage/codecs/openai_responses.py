@@ -271,6 +271,10 @@ class _Stream(StreamAccumulator):
             parts[-1]["text"] = (parts[-1].get("text") or "") + text
         self.pieces.clear()
 
+    @property
+    def finished(self) -> bool:
+        return self.final is not None
+
     def result(self) -> Response:
         self._apply_deltas()
         items = [self.items[i] for i in sorted(self.items)]
