@@ -66,6 +66,7 @@ class Pipeline:
         # their client opens claims them. Those that finished unclaimed wait in `_unclaimed`.
         self._orphans: dict[str, Call] = {}
         self._unclaimed: set[str] = set()
+        self._claims: set[tuple[tuple[str, int], str | None]] = set()  # ((session, turn), orphan kind) claimed
 
     def request(self, exchange: Exchange) -> Outcome | None:
         """Scope an LLM request; None for other traffic and for requests we cannot read (logged)."""
@@ -149,19 +150,22 @@ class Pipeline:
 
     def _claim_orphans(self, owner: Call) -> None:
         """An agent CLI probes as it starts (one HEAD, maybe one quota probe), then opens a turn
-        of its session: a root agent's new turn claims the oldest waiting orphan of each kind from
-        its host (ORPHAN_WINDOW seconds at most)."""
+        of its session, or first sends a side request naming the session it is starting. Each such
+        start (a session's turn) claims the oldest waiting orphan of each kind from its host,
+        within ORPHAN_WINDOW seconds."""
         scope: Scope = owner.scope
-        if not (scope.new_turn and scope.depth == 0 and scope.side is None):
+        starts_turn = scope.new_turn and scope.depth == 0 and scope.side is None
+        names_new_session = scope.side is not None and not scope.pending and scope.turn == 0
+        if not (starts_turn or names_new_session):
             return self._expire_orphans(owner.t_start)
+        start = (scope.session_id, max(scope.turn, 1))  # a side request speaks for the turn to come
         host = owner.client.split(" ", 1)[0]
-        claimed_kinds: set[str | None] = set()
         for orphan in sorted(self._orphans.values(), key=lambda c: c.t_start):
             age = owner.t_start - orphan.t_start
             if age > ORPHAN_WINDOW:
                 self._release_orphan(orphan)
-            elif age >= 0 and orphan.client.split(" ", 1)[0] == host and orphan.side not in claimed_kinds:
-                claimed_kinds.add(orphan.side)
+            elif age >= 0 and orphan.client.split(" ", 1)[0] == host and (start, orphan.side) not in self._claims:
+                self._claims.add((start, orphan.side))
                 self._release_orphan(orphan, claimant=scope)
 
     def _expire_orphans(self, now: float) -> None:
@@ -190,6 +194,9 @@ class Pipeline:
                 self._emit(orphan)
 
     def _release_evicted(self) -> None:
+        evicted = set(self.tracker.evicted)
+        if evicted:
+            self._claims = {claim for claim in self._claims if claim[0][0] not in evicted}
         for session_id in self.tracker.evicted:
             for sink in self.sinks:
                 sink.session_evicted(session_id)
