@@ -10,12 +10,14 @@ learns from each response when it ends. Evidence, strongest first:
    (client, API, opening messages, length, last message) and a request is looked up from its end
    backwards, so the cost is proportional to its new messages. Tool results, Responses
    `previous_response_id` and `prompt_cache_key` link too;
-4. content and timing: a new conversation whose first user text quotes an argument of a
-   tool call of the same client (open, or closed moments ago for asynchronous spawns) is that
-   call's subagent; failing that, one open call of a known delegation tool decides; a fresh
-   user message (or an idle gap) opens a turn of the root session;
+4. content and timing: a new conversation whose first real user text is (mostly) an argument
+   of a tool call of the same client (open, or closed moments ago for asynchronous spawns) is
+   that call's subagent; failing that, a delegation call made just before decides if it names no
+   task and the newcomer runs under a system prompt of its own (or its client marks it as a
+   subagent). A fresh user message (or an idle gap) opens a turn of the root session;
 5. side requests (token counts, titles, quota probes) keep their session's lineage but are
-   marked so they stay out of the agent's steps.
+   marked so they stay out of the agent's steps; one that names no session is `pending` until a
+   session start of its host claims it (Pipeline).
 
 Every decision records the evidence behind it in `Scope.evidence`. Time is the traffic's own
 (call timestamps), never the wall clock, so a replay gives the same ids and decisions.
@@ -54,8 +56,8 @@ class Scope:
     delegated_by: str | None = None  # the parent's tool call that started this agent (first call only)
     delegations: dict[str, str] = field(default_factory=dict)  # tool call id -> child agent learnt now
     evidence: dict[str, str] = field(default_factory=dict)
-    # A side request that names no session (an id-less quota probe): the next turn its client
-    # opens claims it (Pipeline), until then its ids are placeholders and nothing is stamped.
+    # A side request that names no session (an id-less quota probe): a session start of its host
+    # claims it (Pipeline); until then its ids are placeholders and nothing is stamped.
     pending: bool = False
 
 
@@ -135,7 +137,6 @@ class ScopeTracker:
         context = self._context(call, ids)
         thread = None if side else self._thread(call, context)
         call.new_messages = call.messages[thread[1]:] if thread else list(call.messages)
-
         scope = (
             self._from_client_lineage(call)
             or (self._from_harness(call, ids, thread) if ids and (ids.root or ids.agent) else None)
