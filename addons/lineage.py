@@ -18,7 +18,7 @@ from mitmproxy import ctx, exceptions, http
 from agent_lineage import flows
 from agent_lineage.calls import ResponseReader
 from agent_lineage.harness import HarnessTableError
-from agent_lineage.model import REDACTED, SECRET_HEADERS, SECRET_QUERY_PARAMS, Call
+from agent_lineage.model import REDACTED, SECRET_HEADERS, SECRET_QUERY_PARAMS, Call, Exchange
 from agent_lineage.pipeline import CallLog, CallSink, Pipeline, Settings
 from agent_lineage.trajectories import TrajectoryWriter
 from agent_lineage.websocket import ResponsesSocket, is_responses_upgrade
@@ -89,10 +89,21 @@ class Lineage:
         loader.add_option("lineage_redact_flows", bool, True, "Blank secret header values (Authorization, x-api-key, cookies) and key-like query values in every flow once forwarded, so saved flows (-w) hold no keys.")
 
     def configure(self, updated: set[str]) -> None:
+        if "stream_large_bodies" in updated:
+            self._warn_about_streamed_requests()
         if self.pipeline is None or updated & PIPELINE_OPTIONS:
             self._rebuild()
         elif "lineage_stamp" in updated:
             self.pipeline.settings.stamp = ctx.options.lineage_stamp
+
+    def _warn_about_streamed_requests(self) -> None:
+        if ctx.options.stream_large_bodies:
+            log.warning(
+                "agent-lineage: stream_large_bodies=%s: LLM requests larger than that are streamed upstream before "
+                "the addon sees their body, and go unstamped and unrecorded (responses stream through the addon "
+                "anyway); set it above your largest request, e.g. 64m",
+                ctx.options.stream_large_bodies,
+            )
 
     def running(self) -> None:
         unknown = sorted(name for name in ctx.options.deferred if name.startswith("lineage_"))
@@ -132,14 +143,14 @@ class Lineage:
         try:
             exchange = flows.request_exchange(flow)
             if is_responses_upgrade(exchange.method, exchange.path, exchange.request_headers):
-                _stamp(flow, self.pipeline.upgrade(exchange))
+                _stamp(flow, exchange, self.pipeline.upgrade(exchange))
                 return
             outcome = self.pipeline.request(exchange)
         except Exception:  # never turn a working request into a failing one
             log.exception("agent-lineage: request %s %s forwarded unchanged", flow.request.method, flow.request.pretty_url)
             return
         if outcome is not None:
-            _stamp(flow, outcome.headers)
+            _stamp(flow, exchange, outcome.headers)
             self.live[flow.id] = _Live(outcome.call, flow, self.pipeline)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -249,9 +260,9 @@ def _seconds(option: str, minimum: float | None = None) -> float:
     return value
 
 
-def _stamp(flow: http.HTTPFlow, headers: dict[str, str | None]) -> None:
+def _stamp(flow: http.HTTPFlow, exchange: Exchange, headers: dict[str, str | None]) -> None:
     if headers:
-        flows.remember_client_lineage(flow)
+        flows.remember_client_lineage(flow, exchange.request_headers)
     for name, value in headers.items():
         if value is None:
             flow.request.headers.pop(name, None)

@@ -71,7 +71,8 @@ class Mitmdump:
             raise RuntimeError(self.output()) from None
 
     def output(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self, kill: bool = False) -> int | None:

@@ -343,3 +343,10 @@ def test_a_subagent_starting_before_its_parents_stream_has_ended_is_still_its_su
     assert child.request.headers["x-dynamo-parent-session-id"] == parent.request.headers["x-dynamo-session-id"]
     parent.response.stream(b"")
     addon.response(parent)
+
+
+def test_stream_large_bodies_is_warned_about(addon, caplog):
+    addon.tctx.options.add_option("stream_large_bodies", str | None, None, "mitmproxy's own, from its proxy server addon")
+    with caplog.at_level(logging.WARNING, logger="agent_lineage"):
+        addon.tctx.configure(addon, stream_large_bodies="1k")
+    assert "go unstamped and unrecorded" in caplog.text

@@ -35,6 +35,8 @@ def start_call(exchange: Exchange) -> Call | None:
 
 
 def _json_body(raw: bytes | None, content_encoding: str | None) -> Any:
+    if raw is None:
+        raise MalformedBody("its body was streamed upstream unread (raise mitmproxy's stream_large_bodies)")
     if not raw:
         raise MalformedBody("empty request body")
     try:

@@ -16,10 +16,10 @@ LINEAGE_HEADERS = (SESSION_HEADER, PARENT_HEADER)
 CLIENT_LINEAGE_KEY = "agent_lineage.client_lineage"  # flow.metadata: the client's lineage headers
 
 
-def remember_client_lineage(flow: Any) -> None:
-    """Keep the client's own lineage headers in the flow (saved with it) before we stamp ours."""
-    headers = plain_headers(flow.request.headers)
-    flow.metadata[CLIENT_LINEAGE_KEY] = {name: headers[name] for name in LINEAGE_HEADERS if name in headers}
+def remember_client_lineage(flow: Any, sent: dict[str, str]) -> None:
+    """Keep the client's own lineage headers (`sent`: its request headers, as request_exchange
+    read them) in the flow, which is saved with it, before we stamp ours."""
+    flow.metadata[CLIENT_LINEAGE_KEY] = {name: sent[name] for name in LINEAGE_HEADERS if name in sent}
 
 _QUERY_PARAM = re.compile(r"([?&])([^=&#]+)=([^&#]*)")
 
