@@ -14,14 +14,13 @@ from .model import REDACTED, SECRET_HEADERS, SECRET_QUERY_PARAMS, Exchange
 
 LINEAGE_HEADERS = (SESSION_HEADER, PARENT_HEADER)
 CLIENT_LINEAGE_KEY = "agent_lineage.client_lineage"  # flow.metadata: the client's lineage headers
+_QUERY_PARAM = re.compile(r"([?&])([^=&#]+)=([^&#]*)")
 
 
 def remember_client_lineage(flow: Any, sent: dict[str, str]) -> None:
     """Keep the client's own lineage headers (`sent`: its request headers, as request_exchange
     read them) in the flow, which is saved with it, before we stamp ours."""
     flow.metadata[CLIENT_LINEAGE_KEY] = {name: sent[name] for name in LINEAGE_HEADERS if name in sent}
-
-_QUERY_PARAM = re.compile(r"([?&])([^=&#]+)=([^&#]*)")
 
 
 def plain_headers(headers: Any) -> dict[str, str]:

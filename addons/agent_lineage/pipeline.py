@@ -62,8 +62,8 @@ class Pipeline:
                 session_ttl_seconds=self.settings.session_ttl_seconds,
             ),
         )
-        # Side requests that name no session (HEAD probes, id-less quota probes): the next turn
-        # their client opens claims them. Those that finished unclaimed wait in `_unclaimed`.
+        # Side requests that name no session (HEAD probes, id-less quota probes): a session start
+        # from their host claims them. Those that finished unclaimed wait in `_unclaimed`.
         self._orphans: dict[str, Call] = {}
         self._unclaimed: set[str] = set()
         self._claims: set[tuple[tuple[str, int], str | None]] = set()  # ((session, turn), orphan kind) claimed
@@ -153,24 +153,19 @@ class Pipeline:
         of its session, or first sends a side request naming the session it is starting. Each such
         start (a session's turn) claims the oldest waiting orphan of each kind from its host,
         within ORPHAN_WINDOW seconds."""
+        for orphan in [o for o in self._orphans.values() if owner.t_start - o.t_start > ORPHAN_WINDOW]:
+            self._release_orphan(orphan)
         scope: Scope = owner.scope
         starts_turn = scope.new_turn and scope.depth == 0 and scope.side is None
         names_new_session = scope.side is not None and not scope.pending and scope.turn == 0
         if not (starts_turn or names_new_session):
-            return self._expire_orphans(owner.t_start)
+            return
         start = (scope.session_id, max(scope.turn, 1))  # a side request speaks for the turn to come
         host = owner.client.split(" ", 1)[0]
         for orphan in sorted(self._orphans.values(), key=lambda c: c.t_start):
-            age = owner.t_start - orphan.t_start
-            if age > ORPHAN_WINDOW:
-                self._release_orphan(orphan)
-            elif age >= 0 and orphan.client.split(" ", 1)[0] == host and (start, orphan.side) not in self._claims:
+            if owner.t_start >= orphan.t_start and orphan.client.split(" ", 1)[0] == host and (start, orphan.side) not in self._claims:
                 self._claims.add((start, orphan.side))
                 self._release_orphan(orphan, claimant=scope)
-
-    def _expire_orphans(self, now: float) -> None:
-        for orphan in [o for o in self._orphans.values() if now - o.t_start > ORPHAN_WINDOW]:
-            self._release_orphan(orphan)
 
     def _release_orphan(self, orphan: Call, claimant: Scope | None = None) -> None:
         """Stop waiting: give it its claimant's session, and emit it now if it finished (else when

@@ -135,7 +135,8 @@ class ScopeTracker:
         side = call.side or self.table.side_of(call, ids)
         # Side requests are conversations of their own: they neither continue nor extend one.
         context = self._context(call, ids)
-        thread = None if side else self._thread(call, context)
+        anchor = self._anchor(call.messages) if call.messages and not side else b""
+        thread = None if side else self._thread(call, context, anchor)
         call.new_messages = call.messages[thread[1]:] if thread else list(call.messages)
         scope = (
             self._from_client_lineage(call)
@@ -152,7 +153,7 @@ class ScopeTracker:
             return scope
         agent = self.agents[scope.agent_id]
         if scope.side is None:
-            self._register_request(call, agent, context)
+            self._register_request(call, agent, context, anchor)
             self._close_answered(call, agent, scope)
             self._decide_turn(call, agent, ids, scope, restarted=thread is None and agent.last_response_len > 0)
         else:
@@ -180,7 +181,7 @@ class ScopeTracker:
         if not call.messages:
             return
         length = len(call.messages) + 1
-        self._index_state(call, length, output, agent)
+        self._index_state(call, self._anchor(call.messages), length, output, agent)
         agent.last_response_len = length
         t = call.t_end or call.t_start
         for tool_call in output.tool_calls:
@@ -282,11 +283,10 @@ class ScopeTracker:
 
     # -- threading ----------------------------------------------------------------------
 
-    def _thread(self, call: Call, context: tuple[bytes, bytes]) -> tuple[_Agent, int, str] | None:
+    def _thread(self, call: Call, context: tuple[bytes, bytes], anchor: bytes) -> tuple[_Agent, int, str] | None:
         """The agent whose conversation this request continues, the prefix length, and how."""
         messages = call.messages
         if messages:
-            anchor = self._anchor(messages)
             for i in range(len(messages) - 1, -1, -1):
                 agent = self._states.get((call.client, call.api, anchor, i + 1, messages[i].fingerprint()))
                 if agent is not None and agent.id in self.agents:
@@ -316,18 +316,16 @@ class ScopeTracker:
         answered = {r.call_id for m in call.messages[prefix:] for r in m.tool_results}
         return agent if not (open_ids & answered) else None
 
-    def _register_request(self, call: Call, agent: _Agent, context: tuple[bytes, bytes]) -> None:
+    def _register_request(self, call: Call, agent: _Agent, context: tuple[bytes, bytes], anchor: bytes) -> None:
         agent.context = context
         if call.messages:
-            self._index_state(call, len(call.messages), call.messages[-1], agent)
+            self._index_state(call, anchor, len(call.messages), call.messages[-1], agent)
         key = call.fields.get("prompt_cache_key")
         if isinstance(key, str) and key and agent.parent is None:
             self._remember("cache", key, agent.session)
 
-    def _index_state(self, call: Call, length: int, last: Message, agent: _Agent) -> None:
-        key = (call.client, call.api, self._anchor(call.messages), length, last.fingerprint())
-        if self._states.get(key) is not agent:
-            self._remember("state", key, agent)
+    def _index_state(self, call: Call, anchor: bytes, length: int, last: Message, agent: _Agent) -> None:
+        self._remember("state", (call.client, call.api, anchor, length, last.fingerprint()), agent)
 
     def _anchor(self, messages: list[Message]) -> bytes:
         """What identifies a conversation from its start: its first message and its first real
@@ -340,7 +338,10 @@ class ScopeTracker:
         return h.digest()
 
     def _remember(self, index: str, key: object, value: _Agent | _Session) -> None:
-        """Index `key`; the entry is dropped when its session is evicted."""
+        """Index `key`; the entry is dropped when its session is evicted. Indexing it again (an
+        answer learnt as it passed, then at the end of its stream) changes nothing."""
+        if self._indexes[index].get(key) is value:
+            return
         self._indexes[index][key] = value
         owner = value if isinstance(value, _Agent) else value.root
         if owner is not None:
