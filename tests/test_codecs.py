@@ -57,7 +57,7 @@ def test_codec_for_other_traffic(method: str, path: str) -> None:
 
 
 def test_codec_apis_are_distinct() -> None:
-    assert sorted(c.api for c in CODECS) == ["anthropic-messages", "openai-chat", "openai-responses"]
+    assert sorted(c.api for c in CODECS) == ["anthropic-messages", "gemini", "openai-chat", "openai-responses"]
 
 
 # --- helpers -----------------------------------------------------------------------------------

@@ -123,7 +123,7 @@ class Call:
     """One LLM request and, once it ends, its response. Built by a codec, scoped by the tracker."""
 
     exchange_id: str
-    api: str  # openai-chat | openai-responses | anthropic-messages
+    api: str  # openai-chat | openai-responses | anthropic-messages | gemini
     path: str
     client: str
     headers: dict[str, str]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from .anthropic_messages import AnthropicMessages
 from .base import Codec, MalformedBody, StreamAccumulator
+from .gemini import Gemini
 from .openai_chat import OpenAIChat
 from .openai_responses import OpenAIResponses
 
-CODECS: tuple[Codec, ...] = (OpenAIChat(), OpenAIResponses(), AnthropicMessages())
+CODECS: tuple[Codec, ...] = (OpenAIChat(), OpenAIResponses(), AnthropicMessages(), Gemini())
 
 
 def codec_for(method: str, path: str) -> Codec | None:

@@ -1,8 +1,10 @@
-"""A local imitation of the OpenAI and Anthropic LLM APIs, for demos and tests.
+"""A local imitation of the OpenAI, Anthropic and Gemini LLM APIs, for demos and tests.
 
 `DemoUpstream` serves, on 127.0.0.1, JSON or streamed (SSE) replies shaped exactly like the
 real APIs': OpenAI Chat Completions (`/v1/chat/completions`), OpenAI Responses
-(`/v1/responses`), Anthropic Messages (`/v1/messages`, `/v1/messages/count_tokens`), plus
+(`/v1/responses`), Anthropic Messages (`/v1/messages`, `/v1/messages/count_tokens`), the Gemini
+API (`…/models/{model}:generateContent`, `:streamGenerateContent` as SSE with `?alt=sse` or else
+as one JSON array written an element at a time, `:countTokens`; AI Studio or Vertex AI paths), plus
 `HEAD /`, `GET /` and `GET /v1/models`. The `/v1` prefix is optional for the OpenAI paths.
 `GET /v1/responses` with `Upgrade: websocket` is the Responses API over a WebSocket, as Codex
 uses it with OpenAI's own provider: each `response.create` message gets the same events, one
@@ -127,6 +129,7 @@ MODELS = ("demo-model", "demo-model-small")
 CHAT = "openai-chat"
 RESPONSES = "openai-responses"
 MESSAGES = "anthropic-messages"
+GEMINI = "gemini"
 
 _LLM_PATHS = {
     "/v1/chat/completions": CHAT,
@@ -135,6 +138,11 @@ _LLM_PATHS = {
     "/responses": RESPONSES,
     "/v1/messages": MESSAGES,
 }
+# Gemini: AI Studio (/v1beta/models/M:method, /v1/models/M:method) and Vertex AI
+# (/v1/projects/P/locations/L/publishers/google/models/M:method).
+_GEMINI_PATH = re.compile(r"/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent|countTokens)$")
+_GEMINI_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+                  429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
 _ANTHROPIC_ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -399,6 +407,28 @@ def _messages_entries(request: dict) -> list[_Entry]:
     return entries
 
 
+def _gemini_entries(request: dict) -> list[_Entry]:
+    """Gemini `contents`: a user content of function responses continues a turn (its text is
+    the responses' JSON, for `$outputs`); `model` contents are the assistant's."""
+    entries = []
+    for content in _dicts(request.get("contents")):
+        parts = _dicts(content.get("parts"))
+        if content.get("role") == "model":
+            entries.append(_Entry("assistant"))
+            continue
+        responses = [p.get("functionResponse") or p.get("function_response") for p in parts]
+        responses = [r for r in responses if isinstance(r, dict)]
+        if responses:
+            outputs = [r.get("response") for r in responses]
+            texts = [o.get("output") if isinstance(o, dict) and isinstance(o.get("output"), str) else json.dumps(o)
+                     for o in outputs]
+            entries += [_Entry("user", text, fresh=False) for text in texts]
+        else:
+            text = "\n".join(p["text"] for p in parts if isinstance(p.get("text"), str))
+            entries.append(_user(text, fresh=True))
+    return entries
+
+
 def _plan_reply(entries: list[_Entry]) -> tuple[Reply, Controls]:
     """The scripted reply to a conversation, and the controls of its last user-side message."""
     reply = Reply(text=DEFAULT_TEXT)
@@ -481,6 +511,11 @@ def _output_schema(api: str, request: dict) -> Any:
     elif api == RESPONSES:
         text = request.get("text")
         fmt = text.get("format") if isinstance(text, dict) else None
+    elif api == GEMINI:
+        config = request.get("generationConfig") or request.get("generation_config") or {}
+        if not isinstance(config, dict) or config.get("responseMimeType") != "application/json":
+            return None
+        return config.get("responseJsonSchema") or config.get("responseSchema") or {"type": "object"}
     else:
         fmt = request.get("response_format")
         if isinstance(fmt, dict) and isinstance(fmt.get("json_schema"), dict):
@@ -899,10 +934,77 @@ def _messages_events(a: _Answer) -> list[bytes]:
     return [_sse(e, e["type"]) for e in events]
 
 
+# Gemini
+
+
+def _gemini_usage(a: _Answer) -> dict:
+    usage = {
+        "promptTokenCount": a.prompt_tokens,
+        "candidatesTokenCount": a.output_tokens - a.reasoning_tokens,
+        "totalTokenCount": a.prompt_tokens + a.output_tokens,
+    }
+    if a.cached_tokens:
+        usage["cachedContentTokenCount"] = a.cached_tokens
+    if a.reasoning_tokens:
+        usage["thoughtsTokenCount"] = a.reasoning_tokens
+    return usage
+
+
+def _gemini_parts(a: _Answer) -> list[dict]:
+    parts: list[dict] = []
+    if a.reply.thinking:
+        parts.append({"text": a.reply.thinking, "thought": True})
+    if a.reply.text:
+        parts.append({"text": a.reply.text})
+    parts += [{"functionCall": {"name": c.name, "args": json.loads(c.arguments)}} for c in a.reply.tool_calls]
+    return parts
+
+
+def _gemini_chunk(a: _Answer, parts: list[dict], finished: bool) -> dict:
+    candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
+    if finished:
+        candidate["finishReason"] = "MAX_TOKENS" if a.reply.limited else "STOP"
+    return {
+        "candidates": [candidate],
+        "usageMetadata": _gemini_usage(a),
+        "modelVersion": a.model,
+        "responseId": a.id("gr_"),
+    }
+
+
+def _gemini_response(a: _Answer) -> dict:
+    return _gemini_chunk(a, _gemini_parts(a), finished=True)
+
+
+def _gemini_chunks(a: _Answer) -> list[dict]:
+    """The streamed answer: text in pieces, each function call whole, the last chunk finishing."""
+    pieces: list[dict] = []
+    for part in _gemini_parts(a):
+        if "text" in part:
+            pieces += [{**part, "text": p} for p in _pieces(part["text"])]
+        else:
+            pieces.append(part)
+    chunks = [_gemini_chunk(a, [p], finished=False) for p in pieces]
+    last = chunks.pop() if chunks else _gemini_chunk(a, [], finished=False)
+    last["candidates"][0]["finishReason"] = "MAX_TOKENS" if a.reply.limited else "STOP"
+    return chunks + [last]
+
+
+def _gemini_events(a: _Answer) -> list[bytes]:
+    return [f"data: {json.dumps(c, separators=(',', ':'))}\r\n\r\n".encode() for c in _gemini_chunks(a)]
+
+
+def _gemini_array(a: _Answer) -> list[bytes]:
+    """streamGenerateContent without `alt=sse`: one JSON array, written an element at a time."""
+    chunks = [json.dumps(c, indent=2).encode() for c in _gemini_chunks(a)]
+    return [(b"[" if i == 0 else b",\r\n") + c for i, c in enumerate(chunks)] + [b"]"]
+
+
 _RENDER = {
     CHAT: (_chat_completion, _chat_events),
     RESPONSES: (_response_object, _responses_events),
     MESSAGES: (_message_object, _messages_events),
+    GEMINI: (_gemini_response, _gemini_events),
 }
 
 
@@ -911,6 +1013,9 @@ def _error_body(api: str, status: int, message: str) -> dict:
     if api == MESSAGES:
         kind = _ANTHROPIC_ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
         return {"type": "error", "error": {"type": kind, "message": message}}
+    if api == GEMINI:
+        kind = _GEMINI_STATUS.get(status, "INTERNAL" if status >= 500 else "INVALID_ARGUMENT")
+        return {"error": {"code": status, "message": message, "status": kind}}
     kind = "server_error" if status >= 500 else "invalid_request_error"
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
@@ -981,7 +1086,8 @@ class _Handler(BaseHTTPRequestHandler):
         upstream._record(RecordedRequest(self.command, self.path, self.headers.items(), body, parsed, received))
 
         path = urlsplit(self.path).path
-        api = MESSAGES if path.startswith("/v1/messages") else CHAT
+        gemini = _GEMINI_PATH.search(path)
+        api = MESSAGES if path.startswith("/v1/messages") else GEMINI if gemini else CHAT
         match (self.command, path):
             case ("GET", "/v1/responses" | "/responses") if "websocket" in self.headers.get("upgrade", "").lower():
                 self._websocket()
@@ -995,6 +1101,16 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(400, _error_body(api, 400, "malformed JSON body"))
             case ("POST", _) if path in _LLM_PATHS:
                 self._answer(_LLM_PATHS[path], body, parsed)
+            case ("POST", _) if gemini and gemini["method"] == "countTokens":
+                self._send_json(200, {"totalTokens": _tokens(len(body))})
+            case ("POST", _) if gemini and isinstance(parsed, dict):
+                # The model is in the path; streaming is the method, SSE only with ?alt=sse.
+                stream = None
+                if gemini["method"] == "streamGenerateContent":
+                    stream = "sse" if "alt=sse" in urlsplit(self.path).query else "array"
+                self._answer(GEMINI, body, {**parsed, "model": gemini["model"]}, stream=stream)
+            case ("POST", _) if gemini:
+                self._send_json(400, _error_body(api, 400, "malformed JSON body: expected a JSON object"))
             case _:
                 self._send_json(404, _error_body(api, 404, f"no route for {self.command} {path}"))
 
@@ -1042,7 +1158,9 @@ class _Handler(BaseHTTPRequestHandler):
             return b"".join(chunks)
         return self.rfile.read(int(self.headers.get("content-length") or 0))
 
-    def _answer(self, api: str, body: bytes, request: Any) -> None:
+    def _answer(self, api: str, body: bytes, request: Any, stream: str | None = None) -> None:
+        """Reply to one LLM request; `stream` is Gemini's ("sse", "array" or None), the other
+        APIs say it in the body."""
         if not isinstance(request, dict):
             return self._send_json(400, _error_body(api, 400, "malformed JSON body: expected a JSON object"))
         upstream = self.server.upstream
@@ -1054,7 +1172,7 @@ class _Handler(BaseHTTPRequestHandler):
             items = history + _responses_items(request)
             entries = _responses_entries(items)
         else:
-            entries = _chat_entries(request) if api == CHAT else _messages_entries(request)
+            entries = {CHAT: _chat_entries, MESSAGES: _messages_entries, GEMINI: _gemini_entries}[api](request)
         try:
             reply, controls = _plan_reply(entries)
         except ScriptError as e:
@@ -1076,7 +1194,9 @@ class _Handler(BaseHTTPRequestHandler):
         first_delay = upstream.first_byte_delay if controls.first_byte_delay is None else controls.first_byte_delay
         chunk_delay = upstream.chunk_delay if controls.chunk_delay is None else controls.chunk_delay
         render_json, render_events = _RENDER[api]
-        if request.get("stream") is True:
+        if stream == "array":
+            self._send_stream(_gemini_array(answer), first_delay, chunk_delay, controls.cut, "application/json")
+        elif request.get("stream") is True or stream == "sse":
             self._send_stream(render_events(answer), first_delay, chunk_delay, controls.cut)
         else:
             time.sleep(first_delay)
@@ -1101,11 +1221,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._abort(lambda: self.wfile.write(data[:cut]))
 
-    def _send_stream(self, events: list[bytes], first_delay: float, chunk_delay: float, cut: int | None) -> None:
+    def _send_stream(
+        self, events: list[bytes], first_delay: float, chunk_delay: float, cut: int | None,
+        content_type: str = "text/event-stream; charset=utf-8",
+    ) -> None:
         self._start(
             200,
             {
-                "content-type": "text/event-stream; charset=utf-8",
+                "content-type": content_type,
                 "cache-control": "no-cache",
                 "transfer-encoding": "chunked",
             },
