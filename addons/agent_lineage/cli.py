@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--tokens", action="store_true", help="also compare token counts")
     diff.set_defaults(run=cmd_diff)
 
+    view = commands.add_parser("view", help="one self-contained HTML page of trajectories: agent lanes on a timeline, every step expandable")
+    view.add_argument("inputs", nargs="+", metavar="FILE.json|DIR", help="trajectory files, or a directory of them (gives an index of its sessions)")
+    view.add_argument("-o", "--output", metavar="FILE.html", help="where to write the page (default: FILE.html beside one file, DIR/index.html for one directory)")
+    view.add_argument("--open", action="store_true", help="open the page in the default browser")
+    view.set_defaults(run=cmd_view)
+
     demo = commands.add_parser("demo", help="the built-in demo: a local LLM API imitation behind mitmdump and this addon, a scripted agent session per wire API")
     demo.add_argument("--traces", default="traces", metavar="DIR", help="directory for the trajectories (traces)")
     demo.add_argument("--no-stream", action="store_true", help="ask for JSON replies instead of streamed ones")
@@ -170,6 +176,49 @@ def cmd_diff(args: argparse.Namespace) -> int:
         return INVALID
     print(f"{args.a} and {args.b} have the same shape")
     return OK
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    from . import viewer
+
+    sessions = []
+    for name in args.inputs:
+        path = Path(name)
+        if path.is_dir():
+            for file in viewer.trajectory_files(path):
+                try:
+                    sessions.append(viewer.read_session(file))
+                except (viewer.NotATrajectory, OSError) as e:
+                    print(f"skipped {e}", file=sys.stderr)
+        elif path.is_file():
+            try:
+                sessions.append(viewer.read_session(path))
+            except viewer.NotATrajectory as e:
+                raise InputError(str(e)) from None
+            except OSError as e:
+                raise InputError(f"cannot read {name}: {e.strerror or e}") from None
+        else:
+            raise InputError(f"{name}: no such file or directory")
+    if not sessions:
+        raise InputError("no trajectory to show")
+    output = Path(args.output) if args.output else _default_view_output(args.inputs)
+    try:
+        output.write_text(viewer.render(sessions, title=f"agent-lineage: {', '.join(args.inputs)}"), encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"cannot write {output}: {e.strerror or e}") from None
+    print(output)
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(output.resolve().as_uri())
+    return OK
+
+
+def _default_view_output(inputs: list[str]) -> Path:
+    if len(inputs) == 1:
+        path = Path(inputs[0])
+        return path / "index.html" if path.is_dir() else path.with_suffix(".html")
+    raise InputError("several inputs: name the page with -o FILE.html")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
