@@ -327,14 +327,19 @@ def test_trajectories_of_other_producers_render(timestamps: bool, browser_page: 
     page.locator('.step-row[data-step-id="2"] .row-head').click()
     assert page.locator('.step-row[data-step-id="2"] .observation pre').inner_text() == "1 failed, 9 passed"
     assert "50% of the prompt" in page.locator('.step-row[data-step-id="2"]').inner_text()
+    track = page.locator(".lane-track").first
+    width = track.bounding_box()["width"]
+    page.get_by_title("zoom in (or ctrl + wheel)").click()
+    assert track.bounding_box()["width"] == pytest.approx(2 * width, abs=1)
     browser_page.check_clean()
 
 
 @pytest.mark.browser
 def test_screenshot(browser_page: Page, tmp_path: Path, capsys) -> None:
-    recording = next(FIXTURES.glob("agents/codex_nested_reverse/traces/trajectory-*.json"))
-    document = orjson.loads(recording.read_bytes())
-    page = browser_page.open(page_of([(recording.name, document)], tmp_path / "page.html"))
+    """The nested Claude Code session, its delegating call open. AGENT_LINEAGE_SCREENSHOT=docs/img/viewer.png
+    writes the README's picture."""
+    document = orjson.loads(NESTED.read_bytes())
+    page = browser_page.open(page_of([(NESTED.name, document)], tmp_path / "page.html"))
     step = next(s for s in document["steps"] if s.get("tool_calls"))
     page.locator(f'.step-row[data-agent-id="{document["trajectory_id"]}"][data-step-id="{step["step_id"]}"] .row-head').click()
     shot = Path(os.environ.get("AGENT_LINEAGE_SCREENSHOT", tmp_path / "viewer.png"))

@@ -177,6 +177,8 @@
     }
     visit(document_, null, 0);
 
+    for (const agent of agents) agent.firstCall = agent.steps.find((s) => s.source === "agent" && !s.placeholder) || null;
+
     // Steps without a timestamp take their predecessor's; a trajectory with none is laid out by order.
     const timed = steps.some((s) => isFinite(s.t));
     for (const agent of agents) {
@@ -427,8 +429,13 @@
       return box;
     }
 
+    // Percent of the track; a small margin on both sides keeps the first and last bars whole.
     x(t) {
-      return (100 * (t - this.model.start)) / (this.model.end - this.model.start);
+      return 0.5 + (98 * (t - this.model.start)) / (this.model.end - this.model.start);
+    }
+
+    width(duration) {
+      return (98 * duration) / (this.model.end - this.model.start);
     }
 
     lane(agent) {
@@ -449,7 +456,7 @@
         if (step.source !== "agent" || step.placeholder) continue;
         const bar = el("div", "call" + (step.error ? " error" : ""));
         bar.style.left = this.x(step.t) + "%";
-        bar.style.width = this.x(this.model.start + (step.end - step.t)) + "%";
+        bar.style.width = this.width(step.end - step.t) + "%";
         if (step.ttft !== null && step.latency) {
           const wait = el("span", "ttft");
           wait.style.width = Math.min(100, (100 * step.ttft) / step.latency) + "%";
@@ -514,7 +521,7 @@
       ticks.style.width = width + "px";
       for (let t = 0; t <= span; t += tick) {
         const mark = el("span", "tick", this.model.timed ? "+" + fmtDuration(t) : "#" + Math.round(t / 1000));
-        mark.style.left = (100 * t) / span + "%";
+        mark.style.left = this.x(this.model.start + t) + "%";
         ticks.appendChild(mark);
       }
       this.overlay.replaceChildren();
@@ -780,10 +787,11 @@
     }
     const others = results.filter((r) => !answered.has(r));
     if (others.length) box.appendChild(section("Observations", ...others.map((r) => observation(r, model, reveal))));
+    const columns = el("div", "detail-columns");
     if (raw.metrics) {
       const metrics = raw.metrics;
       const extra = metrics.extra || {};
-      box.appendChild(
+      columns.appendChild(
         section(
           "Tokens and timing",
           keyValues([
@@ -800,7 +808,7 @@
       );
     }
     const ours = lineage(raw);
-    box.appendChild(
+    columns.appendChild(
       section(
         "Lineage",
         keyValues([
@@ -822,9 +830,10 @@
         ])
       )
     );
-    if (ours.evidence) box.appendChild(section("Evidence of this call's scope", keyValues(Object.entries(ours.evidence))));
+    if (ours.evidence) columns.appendChild(section("Evidence of this call's scope", keyValues(Object.entries(ours.evidence))));
     const info = step.agent.info;
-    if (info.evidence && step === step.agent.steps[0]) box.appendChild(section("Evidence of this agent (its first call)", keyValues(Object.entries(info.evidence))));
+    if (info.evidence && step === step.agent.firstCall) columns.appendChild(section("Evidence of this agent (its first call)", keyValues(Object.entries(info.evidence))));
+    box.appendChild(columns);
     const foreign = raw.extra ? Object.fromEntries(Object.entries(raw.extra).filter(([key]) => key !== "agent_lineage")) : {};
     if (Object.keys(foreign).length) box.appendChild(section("extra", textBlock(JSON.stringify(foreign, null, 2))));
     return box;
