@@ -116,6 +116,13 @@ def test_a_directory_gives_an_index_of_its_sessions_and_skips_what_is_not_a_traj
     assert sorted(row["file"] for row in index) == sorted([NESTED.name, TOOL_LOOP.name])
 
 
+def test_open_hands_the_page_to_the_default_browser(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    opened = []
+    monkeypatch.setattr("webbrowser.open", opened.append)
+    code, _, _ = view(capsys, str(NESTED), "-o", str(tmp_path / "page.html"), "--open")
+    assert code == 0 and opened == [(tmp_path / "page.html").as_uri()]
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -295,6 +302,34 @@ def test_a_subagents_lane_sits_under_its_parents(browser_page: Page, tmp_path: P
     page.locator(f'.step-row[data-step-id="{root_step["step_id"]}"] .subagent-link').click()
     middle = subagents[0][0]
     assert page.locator(f'.step-row.open[data-agent-id="{middle}"]').count() == 1
+    browser_page.check_clean()
+
+
+@pytest.mark.browser
+def test_the_step_list_filters_by_agent_text_and_errors(browser_page: Page, tmp_path: Path) -> None:
+    document = orjson.loads(NESTED.read_bytes())
+    inner = document["subagent_trajectories"][0]["subagent_trajectories"][0]
+    bash = next(s for s in inner["steps"] if s.get("tool_calls"))
+    page = browser_page.open(page_of([(NESTED.name, document)], tmp_path / "page.html"))
+    total = sum(len(t["steps"]) for t in trajectories(document))
+    rows = page.locator(".step-row")
+    assert rows.count() == total
+    page.locator(f'.lane[data-agent-id="{inner["trajectory_id"]}"] > .lane-row .lane-label').click()
+    assert rows.count() == len(inner["steps"])
+    assert set(rows.evaluate_all("rows => rows.map(r => r.dataset.agentId)")) == {inner["trajectory_id"]}
+    page.locator(f'.lane[data-agent-id="{inner["trajectory_id"]}"] > .lane-row .lane-label').click()  # again: all agents
+    assert rows.count() == total
+    page.locator(".search").fill(bash["tool_calls"][0]["tool_call_id"])
+    page.wait_for_function(f"() => document.querySelectorAll('.step-row').length < {total}")
+    assert rows.evaluate_all("rows => rows.map(r => [r.dataset.agentId, r.dataset.stepId])") == [[inner["trajectory_id"], str(bash["step_id"])]]
+    assert page.locator(".shown-count").inner_text() == f"1 of {total} steps"
+    page.locator(".search").fill("")
+    page.locator(".errors-only input").check()
+    assert rows.count() == 0 and page.locator(".shown-count").inner_text() == f"0 of {total} steps"
+    # A bar on the timeline still opens its step: the filter is cleared for it.
+    page.locator(f'.lane[data-agent-id="{inner["trajectory_id"]}"] > .lane-row .call').first.click()
+    assert page.locator(f'.step-row.open[data-agent-id="{inner["trajectory_id"]}"][data-step-id="{bash["step_id"]}"]').count() == 1
+    assert page.locator(".shown-count").inner_text() == f"{total} steps"
     browser_page.check_clean()
 
 

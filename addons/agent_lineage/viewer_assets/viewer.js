@@ -236,7 +236,7 @@
 
     const sides = (rootLineage.side_requests || []).map((raw, i) => ({ raw, i, t: Date.parse(raw.timestamp), agent: byId.get(raw.agent_id) }));
     const times = steps.map((s) => s.t).concat(steps.map((s) => s.end), sides.map((s) => s.t).filter(isFinite));
-    const start = Math.min(...times);
+    const start = times.length ? Math.min(...times) : 0;
     const end = Math.max(...times, start + 1);
     return { number, document: document_, rootLineage, agents, byId, steps, turns, sides, start, end, timed, toolCalls };
   }
@@ -279,7 +279,7 @@
       link.href = "#session-" + number;
       link.title = row.session_id;
       const cells = [
-        fmtClock(row.start * 1000),
+        row.start === null ? "–" : fmtClock(row.start * 1000),
         row.end !== null && row.start !== null ? fmtDuration((row.end - row.start) * 1000) : "–",
         row.agent,
         row.model,
@@ -322,15 +322,57 @@
     page.appendChild(header(model, summary));
     const timeline = new Timeline(model);
     page.appendChild(timeline.node);
+    const tools = el("div", "list-tools");
+    page.appendChild(tools);
     const list = el("div", "steps");
     page.appendChild(list);
     app.replaceChildren(page);
     const steps = new StepList(list, model);
     timeline.onSelect = (step) => steps.reveal(step);
-    timeline.onSelectSide = (side) => steps.revealSide(side);
+    timeline.onSelectSide = (side) => steps.reveal(side);
     steps.onSelect = (step) => timeline.highlight(step);
+    filterControls(tools, model, steps, timeline);
     timeline.layout();
     performance.mark("viewer-ready");
+  }
+
+  // Text, agent and errors-only filters over the step list; a click on a lane's label picks its agent.
+  function filterControls(box, model, steps, timeline) {
+    const search = el("input", "search");
+    search.type = "search";
+    search.placeholder = "filter steps: text, tool, id, evidence…";
+    const agents = el("select", "agent-filter");
+    agents.appendChild(el("option", null, "all agents")).value = "";
+    for (const agent of model.agents) agents.appendChild(el("option", null, "\u00a0".repeat(2 * agent.depth) + agent.label + " · " + shortId(agent.id))).value = agent.index;
+    const errorsOnly = el("input");
+    errorsOnly.type = "checkbox";
+    const errorsLabel = el("label", "errors-only");
+    append(errorsLabel, errorsOnly, document.createTextNode(" errors only"));
+    const count = el("span", "muted shown-count");
+    const total = model.steps.length;
+    const apply = () => {
+      steps.filter({ agent: agents.value === "" ? null : model.agents[Number(agents.value)], text: search.value, errors: errorsOnly.checked });
+      count.textContent = steps.shownSteps === total ? total + " steps" : steps.shownSteps + " of " + total + " steps";
+    };
+    let timer = null;
+    search.addEventListener("input", () => {
+      clearTimeout(timer);
+      timer = setTimeout(apply, 150);
+    });
+    agents.addEventListener("change", apply);
+    errorsOnly.addEventListener("change", apply);
+    timeline.onPickAgent = (agent) => {
+      agents.value = agents.value === String(agent.index) ? "" : agent.index;
+      apply();
+    };
+    steps.onFilterCleared = () => {
+      search.value = "";
+      agents.value = "";
+      errorsOnly.checked = false;
+      count.textContent = total + " steps";
+    };
+    count.textContent = total + " steps";
+    append(box, search, agents, errorsLabel, count);
   }
 
   function header(model, summary) {
@@ -450,7 +492,8 @@
       const calls = agent.steps.filter((s) => s.source === "agent" && !s.placeholder).length;
       append(label, dot, el("span", "lane-name", agent.label), el("span", "lane-id", shortId(agent.id)), el("span", "lane-count", calls + (calls === 1 ? " call" : " calls")));
       const evidence = agent.info.evidence ? Object.entries(agent.info.evidence).map(([k, v]) => k + ": " + v).join("\n") : "";
-      label.title = agentPath(agent) + "\nagent " + agent.id + (agent.parent ? "\nparent " + agent.parent.id : "") + (evidence ? "\n\nevidence\n" + evidence : "");
+      label.addEventListener("click", () => this.onPickAgent && this.onPickAgent(agent));
+      label.title = agentPath(agent) + "\nagent " + agent.id + (agent.parent ? "\nparent " + agent.parent.id : "") + (evidence ? "\n\nevidence\n" + evidence : "") + "\n\nclick: show only this agent's steps";
       const track = el("div", "lane-track");
       for (const step of agent.steps) {
         if (step.source !== "agent" || step.placeholder) continue;
@@ -575,36 +618,51 @@
     constructor(scroller, model) {
       this.scroller = scroller;
       this.model = model;
-      this.rows = [];
-      this.rowOf = new Map(); // step or side -> row number
-      for (const [turn, steps] of model.turns) {
-        this.rows.push({ kind: "turn", turn, steps });
-        for (const step of steps) {
-          this.rowOf.set(step, this.rows.length);
-          this.rows.push({ kind: "step", step });
-        }
-      }
-      if (model.sides.length) {
-        this.rows.push({ kind: "sides" });
-        for (const side of model.sides) {
-          this.rowOf.set(side, this.rows.length);
-          this.rows.push({ kind: "side", side });
-        }
-      }
-      const count = this.rows.length;
-      this.heights = new Float64Array(count);
-      for (let i = 0; i < count; i++) this.heights[i] = this.rows[i].kind === "step" || this.rows[i].kind === "side" ? 27 : 35;
-      this.offsets = new Float64Array(count + 1);
-      this.expanded = new Set();
-      this.rendered = new Map(); // row number -> element
+      this.expanded = new Set(); // steps and side requests shown open
+      this.selected = null;
       this.spacer = el("div", "list-spacer");
       this.window = el("div", "list-window");
       this.spacer.appendChild(this.window);
       scroller.appendChild(this.spacer);
-      this.recompute();
       scroller.addEventListener("scroll", () => this.schedule(), { passive: true });
       scroller.addEventListener("resized", () => this.update());
       new ResizeObserver(() => this.schedule()).observe(scroller);
+      this.filter({});
+    }
+
+    // Rows of the steps that pass the filter: {agent, text, errors}, any of them unset.
+    filter({ agent = null, text = "", errors = false }) {
+      const needle = text.trim().toLowerCase();
+      const keep = (step) => (!agent || step.agent === agent) && (!errors || step.error) && (!needle || haystack(step).includes(needle));
+      this.rows = [];
+      this.rowOf = new Map(); // step or side -> row number
+      for (const [turn, steps] of this.model.turns) {
+        const shown = steps.filter(keep);
+        if (!shown.length) continue;
+        this.rows.push({ kind: "turn", turn, steps });
+        for (const step of shown) {
+          this.rowOf.set(step, this.rows.length);
+          this.rows.push({ kind: "step", item: step });
+        }
+      }
+      const sides = this.model.sides.filter(
+        (side) => (!agent || side.agent === agent) && (!errors || side.raw.error) && (!needle || JSON.stringify(side.raw).toLowerCase().includes(needle))
+      );
+      if (sides.length) {
+        this.rows.push({ kind: "sides", count: sides.length });
+        for (const side of sides) {
+          this.rowOf.set(side, this.rows.length);
+          this.rows.push({ kind: "side", item: side });
+        }
+      }
+      this.shownSteps = this.rows.filter((row) => row.kind === "step").length;
+      const count = this.rows.length;
+      this.heights = new Float64Array(count);
+      for (let i = 0; i < count; i++) this.heights[i] = this.rows[i].kind === "step" || this.rows[i].kind === "side" ? 27 : 35;
+      this.offsets = new Float64Array(count + 1);
+      this.rendered = new Map(); // row number -> element
+      this.recompute();
+      this.scroller.scrollTop = 0;
       this.update();
     }
 
@@ -639,7 +697,11 @@
     }
 
     update() {
-      if (!this.rows.length) return;
+      if (!this.rows.length) {
+        this.window.style.transform = "";
+        this.window.replaceChildren(el("p", "muted empty", "No step matches the filter."));
+        return;
+      }
       const top = this.scroller.scrollTop;
       const first = Math.max(0, this.rowAt(top) - ROW_OVERSCAN);
       const last = Math.min(this.rows.length - 1, this.rowAt(top + this.scroller.clientHeight) + ROW_OVERSCAN);
@@ -669,44 +731,57 @@
     renderRow(i) {
       const row = this.rows[i];
       if (row.kind === "turn") return turnHeader(row, this.model);
-      if (row.kind === "sides") return el("div", "list-heading", "Side requests (" + this.model.sides.length + "): not agent steps");
-      const item = row.kind === "step" ? stepRow(row.step, this.model) : sideRow(row.side, this.model);
-      item.dataset.row = i;
-      if (this.selectedRow === i) item.classList.add("selected");
-      item.firstChild.addEventListener("click", () => this.toggle(i));
-      if (this.expanded.has(i)) {
+      if (row.kind === "sides") return el("div", "list-heading", "Side requests (" + row.count + "): not agent steps");
+      const target = row.item;
+      const item = row.kind === "step" ? stepRow(target, this.model) : sideRow(target, this.model);
+      if (this.selected === target) item.classList.add("selected");
+      item.firstChild.addEventListener("click", () => this.toggle(target));
+      if (this.expanded.has(target)) {
         item.classList.add("open");
-        item.appendChild(row.kind === "step" ? stepDetail(row.step, this.model, (target) => this.reveal(target)) : sideDetail(row.side));
+        item.appendChild(row.kind === "step" ? stepDetail(target, this.model, (step) => this.reveal(step)) : sideDetail(target));
       }
       return item;
     }
 
-    toggle(i) {
-      if (this.expanded.has(i)) this.expanded.delete(i);
-      else this.expanded.add(i);
-      this.select(i);
+    toggle(target) {
+      if (this.expanded.has(target)) this.expanded.delete(target);
+      else this.expanded.add(target);
+      this.select(target);
     }
 
-    select(i) {
-      this.selectedRow = i;
+    select(target) {
+      this.selected = target;
       this.rendered.clear();
       this.update();
-      const row = this.rows[i];
-      if (row.kind === "step" && this.onSelect) this.onSelect(row.step);
+      if (target.raw && target.source && this.onSelect) this.onSelect(target);
     }
 
+    // Open a step or side request and scroll to it; one hidden by the filter clears the filter first.
     reveal(target) {
+      if (!this.rowOf.has(target) && this.onFilterCleared) {
+        this.onFilterCleared();
+        this.filter({});
+      }
       const i = this.rowOf.get(target);
       if (i === undefined) return;
-      this.expanded.add(i);
-      this.select(i);
+      this.expanded.add(target);
+      this.select(target);
       this.scroller.scrollTop = Math.max(0, this.offsets[i] - 40);
       this.update();
     }
+  }
 
-    revealSide(side) {
-      this.reveal(side);
+  // Everything searchable in a step, lower-cased once.
+  function haystack(step) {
+    if (step.haystack === undefined) {
+      const raw = step.raw;
+      const parts = [textOf(raw.message), textOf(raw.reasoning_content), step.agent.label, step.agent.id, step.error || ""];
+      for (const call of raw.tool_calls || []) parts.push(call.function_name, call.tool_call_id, prettyJson(call.arguments === undefined ? "" : call.arguments));
+      for (const result of (raw.observation && raw.observation.results) || []) parts.push(textOf(result.content));
+      parts.push(JSON.stringify(lineage(raw)));
+      step.haystack = parts.join("\n").toLowerCase();
     }
+    return step.haystack;
   }
 
   function turnHeader(row, model) {
@@ -821,6 +896,7 @@
           ["agent id (x-dynamo-session-id)", ours.agent_id || step.agent.id],
           ["parent id (x-dynamo-parent-session-id)", ours.parent_id || (step.agent.parent ? step.agent.parent.id : null)],
           ["agent", agentPath(step.agent)],
+          ["client", step.agent.trajectory.agent && step.agent.trajectory.agent.extra ? step.agent.trajectory.agent.extra.client : null],
           ["exchange id", ours.exchange_id],
           ["API", ours.api],
           ["path", ours.path],
