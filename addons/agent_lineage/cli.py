@@ -1,7 +1,7 @@
 """`agent-lineage`: turn saved flows into trajectories; check, summarise and compare trajectories.
 
 Each subcommand is one `cmd_<name>(args) -> int` function plus one entry in `build_parser()`.
-Exit codes: 0 ok, 1 an invalid trajectory or a difference, 2 a usage or input error.
+Exit codes: 0 ok, 1 an invalid trajectory, a difference or a replay miss, 2 a usage or input error.
 """
 
 from __future__ import annotations
@@ -86,6 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("-o", "--output", metavar="FILE.html", help="where to write the page (default: FILE.html beside one file, DIR/index.html for one directory)")
     view.add_argument("--open", action="store_true", help="open the page in the default browser")
     view.set_defaults(run=cmd_view)
+
+    replay = commands.add_parser("replay", help="an LLM API upstream answering from saved flows: re-run an agent against a capture, no key, no network")
+    replay.add_argument("flows", nargs="*", metavar="FLOWS.mitm", help="saved flow files whose recorded answers are served (none with --mode record)")
+    replay.add_argument("--port", type=int, default=8765, metavar="P", help="port to listen on (8765; 0 picks a free one)")
+    replay.add_argument("--listen-host", default="127.0.0.1", metavar="H", help="address to listen on (127.0.0.1)")
+    replay.add_argument(
+        "--mode", choices=["replay", "record", "hybrid"], default="replay",
+        help="replay: a miss is an error; hybrid: a miss is forwarded to --upstream and recorded; record: forward and record everything",
+    )  # fmt: skip
+    replay.add_argument("--upstream", metavar="URL", help="where record and hybrid modes forward (e.g. https://api.anthropic.com)")
+    replay.add_argument("--timing", choices=["fast", "recorded"], default="fast", help="fast: answer at once; recorded: wait the recorded times")
+    replay.add_argument("-w", "--write", metavar="FILE.mitm", help="new flow file for the forwarded exchanges (record and hybrid modes; replay-recorded.mitm)")
+    replay.add_argument("--ignore", action="append", default=[], metavar="REGEX", help="text left out of the request key, e.g. a temporary directory (repeatable)")
+    replay.set_defaults(run=cmd_replay)
 
     demo = commands.add_parser("demo", help="the built-in demo: a local LLM API imitation behind mitmdump and this addon, a scripted agent session per wire API")
     demo.add_argument("--traces", default="traces", metavar="DIR", help="directory for the trajectories (traces)")
@@ -220,6 +234,48 @@ def _default_view_output(inputs: list[str]) -> Path:
         return path / "index.html" if path.is_dir() else path.with_suffix(".html")
     raise InputError("several inputs: name the page with -o FILE.html")
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    import logging
+    import re
+    import signal
+
+    from mitmproxy.exceptions import FlowReadException
+
+    from .replay import Capture, ReplayServer  # imports mitmproxy: only this subcommand needs it
+
+    if args.mode != "record" and not args.flows:
+        raise InputError(f"--mode {args.mode} answers from saved flows: give at least one FLOWS.mitm")
+    for name in args.flows:
+        if not Path(name).is_file():
+            raise InputError(f"{name}: no such file")
+    try:
+        ignore = [re.compile(pattern) for pattern in args.ignore]
+    except re.error as e:
+        raise InputError(f"--ignore: not a regular expression: {e}") from None
+    try:
+        capture = Capture.from_files(args.flows, ignore)
+    except FlowReadException as e:
+        raise InputError(f"not a saved flow file ({e})") from None
+    record_to = args.write or ("replay-recorded.mitm" if args.mode != "replay" else None)
+    try:
+        server = ReplayServer(capture, args.listen_host, args.port, args.mode, args.upstream, args.timing, record_to)
+    except (ValueError, OSError) as e:
+        raise InputError(str(e)) from None
+    logging.basicConfig(format="agent-lineage replay: %(message)s", level=logging.INFO, stream=sys.stderr)
+    signal.signal(signal.SIGTERM, _interrupt)  # a plain `kill` ends it like Ctrl-C, with the summary
+    print(f"agent-lineage replay: {len(capture.recorded)} recorded requests, mode {args.mode}, timing {args.timing}", file=sys.stderr)
+    if record_to:
+        print(f"agent-lineage replay: forwarded exchanges go to {record_to}", file=sys.stderr)
+    print(server.url, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        print(f"agent-lineage replay: {server.stats.summary()}", file=sys.stderr)
+    return INVALID if server.stats.missed else OK
+
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo.run import DemoFailed, run  # starts processes: imported only when asked for
@@ -288,6 +344,10 @@ def _read_trajectory(name: str) -> dict[str, Any]:
         more = f" (and {len(problems) - 1} more: run `agent-lineage validate`)" if len(problems) > 1 else ""
         raise InputError(f"{name} is not a valid ATIF trajectory: {problems[0]}{more}")
     return document
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _positive(text: str) -> float:
