@@ -234,6 +234,7 @@ def _default_view_output(inputs: list[str]) -> Path:
         return path / "index.html" if path.is_dir() else path.with_suffix(".html")
     raise InputError("several inputs: name the page with -o FILE.html")
 
+
 def cmd_replay(args: argparse.Namespace) -> int:
     import logging
     import re
