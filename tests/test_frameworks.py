@@ -1,0 +1,118 @@
+"""The framework recordings (tests/fixtures/frameworks): real apps, replayed offline.
+
+Each recording is a real multi-agent app (AutoGen, LlamaIndex, ...) run against a scripted
+upstream through `mitmdump -w`, with its truth written inside the app (tools/record_frameworks).
+These tests hold what does not depend on how well scopes are inferred: the truth labels the
+flows one to one and describes the app it claims to (concurrent sessions, two turns, parallel
+and nested delegation); every LLM request is scoped and stamped consistently; the trajectories
+validate. How well the inference does on them is printed (`pytest -s`), not asserted here: the
+targets live with scripts/score_accuracy and docs/accuracy.md.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agent_lineage import corpus, scoring
+from agent_lineage.offline import read_flows, replay
+from agent_lineage.pipeline import Pipeline, Settings
+from agent_lineage.trajectories import TrajectoryFiles
+from agent_lineage.validate import validate_trajectory
+from conftest import FIXTURES
+
+RECORDINGS = sorted((FIXTURES / "frameworks").glob("*.mitm"))
+LLM_PATH = "/v1/chat/completions"
+
+
+def truth_of(flows_path: Path) -> dict:
+    return json.loads(flows_path.with_name(flows_path.stem + ".truth.json").read_text())
+
+
+def test_there_are_recordings_of_at_least_two_frameworks():
+    assert len({truth_of(p)["client"] for p in RECORDINGS}) >= 2
+
+
+@pytest.mark.parametrize("flows_path", RECORDINGS, ids=lambda p: p.stem)
+def test_truth_labels_every_flow_once(flows_path):
+    truth = truth_of(flows_path)
+    flows = read_flows(flows_path)
+    labels = truth["flows"]
+    assert len(flows) == len(labels) == truth["summary"]["flows"]
+    assert truth["summary"] == corpus.summarize(labels)
+    assert [f.request.timestamp_start for f in flows] == sorted(f.request.timestamp_start for f in flows)
+    for index, (flow, label) in enumerate(zip(flows, labels)):
+        assert (label["index"], label["method"], label["path"]) == (index, flow.request.method, flow.request.path)
+        assert flow.client_conn.peername[0] == "127.0.0.1"
+        assert flow.response is not None and flow.response.status_code == 200
+        assert label["kind"] in ("agent", "side") and label["root_session_id"] is not None
+        assert (label["kind"] == "side") == (label["side_type"] is not None) == (label["agent_id"] is None)
+    agent_labels = [label for label in labels if label["kind"] == "agent"]
+    agents = {(label["root_session_id"], label["agent_id"]) for label in agent_labels}
+    assert sum(label["first_request_of_agent"] for label in agent_labels) == len(agents)
+    assert all((label["root_session_id"], label["parent_agent_id"]) in agents for label in agent_labels if label["parent_agent_id"])
+    assert truth["summary"]["new_turn_starts"] == truth["summary"]["turns"]
+    assert all(label["parent_agent_id"] is None for label in agent_labels if label["starts_new_turn"])
+
+
+@pytest.mark.parametrize("flows_path", RECORDINGS, ids=lambda p: p.stem)
+def test_each_app_has_concurrent_sessions_turns_and_delegation(flows_path):
+    labels = truth_of(flows_path)["flows"]
+    flows = read_flows(flows_path)
+    agent_labels = [label for label in labels if label["kind"] == "agent"]
+    parent = {(label["root_session_id"], label["agent_id"]): label["parent_agent_id"] for label in agent_labels}
+
+    def depth(agent: tuple) -> int:
+        return 0 if parent[agent] is None else 1 + depth((agent[0], parent[agent]))
+
+    spans: dict[tuple, list[float]] = {}
+    for label, flow in zip(labels, flows):
+        if label["kind"] == "agent":
+            span = spans.setdefault((label["root_session_id"], label["agent_id"]), [flow.request.timestamp_start, 0.0])
+            span[1] = flow.response.timestamp_end
+    siblings: dict[tuple, list[list[float]]] = {}
+    for agent, parent_id in parent.items():
+        if parent_id is not None:
+            siblings.setdefault((agent[0], parent_id), []).append(spans[agent])
+    overlapping = [a[0] < b[1] and b[0] < a[1] for group in siblings.values() for i, a in enumerate(group) for b in group[i + 1 :]]
+    roots = [label["root_session_id"] for label in labels]
+    turns: dict[str, set[int]] = {}
+    for label in agent_labels:
+        turns.setdefault(label["root_session_id"], set()).add(label["turn_index"])
+    assert len(turns) >= 2 and all(len(t) >= 2 for t in turns.values())
+    assert any(roots[i] != roots[i + 1] and roots[i] in roots[i + 2 :] for i in range(len(roots) - 2))  # sessions interleave
+    assert max(depth(agent) for agent in parent) >= 2  # nested delegation
+    assert True in overlapping  # parallel subagents
+
+
+def replayed(flows_path: Path, out: Path) -> tuple[list, list[Path]]:
+    files = TrajectoryFiles(out, replace_existing=True)
+    pipeline = Pipeline(Settings(stamp=False), [files])
+    calls = replay(read_flows(flows_path), pipeline)
+    pipeline.close()
+    return calls, files.written
+
+
+@pytest.mark.parametrize("flows_path", RECORDINGS, ids=lambda p: p.stem)
+def test_replay_scopes_and_stamps_every_llm_request(flows_path):
+    labels = truth_of(flows_path)["flows"]
+    predictions = scoring.predict(flows_path)
+    for label, prediction in zip(labels, predictions):
+        if label["method"] == "POST" and label["path"].startswith(LLM_PATH):
+            assert prediction.scope is not None, f"#{label['index']} not scoped"
+            assert prediction.headers and prediction.headers.get(scoring.SESSION_HEADER), f"#{label['index']} not stamped"
+    result = scoring.score(flows_path.stem, labels, predictions)
+    assert result.inconsistent_stamps == 0
+    print(f"\n{scoring.format_table(['recording', *scoring.COLUMNS], [[result.name, *scoring.row(result)]])}")
+
+
+@pytest.mark.parametrize("flows_path", RECORDINGS, ids=lambda p: p.stem)
+def test_replay_writes_valid_trajectories_of_every_call(flows_path, tmp_path):
+    labels = truth_of(flows_path)["flows"]
+    calls, written = replayed(flows_path, tmp_path)
+    assert len(calls) == sum(1 for label in labels if label["method"] == "POST")
+    assert written
+    for path in written:
+        assert validate_trajectory(json.loads(path.read_text())) == [], path.name

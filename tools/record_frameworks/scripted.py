@@ -1,0 +1,227 @@
+"""A scripted OpenAI-compatible Chat Completions server on 127.0.0.1, for recording frameworks.
+
+Each recording app passes a `respond(chat) -> Reply` function that decides, from the request's
+content alone (which agent's system prompt, which tool results are already there), what the
+"model" answers: the same request always gets the same reply, so a recording can be re-made.
+Replies are JSON or, when the request asks `stream: true`, server-sent events shaped like
+OpenAI's (text deltas, tool-call deltas, a usage chunk when `stream_options.include_usage`).
+
+Standard library only: it runs inside each framework's throwaway venv.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+
+
+def say(text: str) -> Reply:
+    return Reply(text=text)
+
+
+def call(name: str, **arguments: Any) -> Reply:
+    return Reply(tool_calls=(ToolCall(name, arguments),))
+
+
+def calls(*pairs: tuple[str, dict[str, Any]]) -> Reply:
+    return Reply(tool_calls=tuple(ToolCall(name, arguments) for name, arguments in pairs))
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return ""
+
+
+@dataclass
+class Chat:
+    """The parts of a Chat Completions request a script looks at."""
+
+    body: dict[str, Any]
+    system: str = ""
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> Chat:
+        messages = body.get("messages") or []
+        system = "\n".join(_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer"))
+        return cls(body, system, [m for m in messages if m.get("role") not in ("system", "developer")])
+
+    @property
+    def tools(self) -> list[str]:
+        return [t.get("function", {}).get("name", "") for t in self.body.get("tools") or []]
+
+    @property
+    def user_texts(self) -> list[str]:
+        return [_text(m.get("content")) for m in self.messages if m.get("role") == "user"]
+
+    @property
+    def last_user(self) -> str:
+        texts = self.user_texts
+        return texts[-1] if texts else ""
+
+    @property
+    def tool_results(self) -> list[str]:
+        return [_text(m.get("content")) for m in self.messages if m.get("role") == "tool"]
+
+    def tool_results_since_last_user(self) -> list[str]:
+        found: list[str] = []
+        for m in self.messages:
+            if m.get("role") == "user":
+                found = []
+            elif m.get("role") == "tool":
+                found.append(_text(m.get("content")))
+        return found
+
+    def assistant_replies_since_last_user(self) -> int:
+        count = 0
+        for m in self.messages:
+            if m.get("role") == "user":
+                count = 0
+            elif m.get("role") == "assistant":
+                count += 1
+        return count
+
+    def everything(self) -> str:
+        return self.system + "\n" + "\n".join(_text(m.get("content")) for m in self.messages)
+
+
+Respond = Callable[[Chat], Reply]
+
+
+def _ids(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()[:24]
+
+
+def _completion(reply: Reply, model: str, rid: str) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
+    if reply.tool_calls:
+        message["tool_calls"] = [
+            {"id": f"call_{rid[:8]}_{i}", "type": "function", "function": {"name": c.name, "arguments": json.dumps(c.arguments)}}
+            for i, c in enumerate(reply.tool_calls)
+        ]
+    return {
+        "id": f"chatcmpl-{rid}",
+        "object": "chat.completion",
+        "created": 1764806400,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls" if reply.tool_calls else "stop"}],
+        "usage": _usage(reply),
+    }
+
+
+def _usage(reply: Reply) -> dict[str, int]:
+    out = max(1, len(reply.text.split()) + 8 * len(reply.tool_calls))
+    return {"prompt_tokens": 100, "completion_tokens": out, "total_tokens": 100 + out}
+
+
+def _chunks(reply: Reply, model: str, rid: str, usage: bool) -> list[dict[str, Any]]:
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {"id": f"chatcmpl-{rid}", "object": "chat.completion.chunk", "created": 1764806400, "model": model, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+    out = [chunk({"role": "assistant", "content": ""})]
+    words = reply.text.split(" ") if reply.text else []
+    for i, word in enumerate(words):
+        out.append(chunk({"content": word if i == 0 else " " + word}))
+    for i, c in enumerate(reply.tool_calls):
+        arguments = json.dumps(c.arguments)
+        out.append(chunk({"tool_calls": [{"index": i, "id": f"call_{rid[:8]}_{i}", "type": "function", "function": {"name": c.name, "arguments": ""}}]}))
+        half = len(arguments) // 2
+        for piece in (arguments[:half], arguments[half:]):
+            out.append(chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]}))
+    out.append(chunk({}, "tool_calls" if reply.tool_calls else "stop"))
+    if usage:
+        out.append({"id": f"chatcmpl-{rid}", "object": "chat.completion.chunk", "created": 1764806400, "model": model, "choices": [], "usage": _usage(reply)})
+    return out
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self._json(200, {"object": "list", "data": [{"id": "scripted-model", "object": "model", "owned_by": "scripted"}]})
+
+    def do_POST(self) -> None:
+        raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+        if not self.path.rstrip("/").endswith("/chat/completions"):
+            return self._json(404, {"error": {"message": f"not served: {self.path}", "type": "invalid_request_error"}})
+        body = json.loads(raw)
+        try:
+            reply = self.server.respond(Chat.of(body))
+        except Exception as e:  # a script bug: say so to the client, loudly
+            self.server.errors.append(f"{type(e).__name__}: {e}")
+            return self._json(500, {"error": {"message": f"script failed: {e}", "type": "server_error"}})
+        model, rid = body.get("model", "scripted-model"), _ids(raw)
+        if not body.get("stream"):
+            return self._json(200, _completion(reply, model, rid))
+        usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        events = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in _chunks(reply, model, rid, usage)) + b"data: [DONE]\n\n"
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("content-length", str(len(events)))
+        self.end_headers()
+        self.wfile.write(events)
+
+    def _json(self, status: int, payload: dict[str, Any]) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, port: int, respond: Respond) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
+        self.respond = respond
+        self.errors: list[str] = []
+
+
+class ScriptedUpstream:
+    """The server, run in a daemon thread for the length of a `with` block."""
+
+    def __init__(self, respond: Respond, port: int = 0) -> None:
+        self._server = _Server(port, respond)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    @property
+    def errors(self) -> list[str]:
+        return self._server.errors
+
+    def __enter__(self) -> ScriptedUpstream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
