@@ -41,10 +41,14 @@ class Session:
             return f"{name}#{next(self._numbers)}"
 
     @contextlib.contextmanager
-    def turn(self, index: int, root_agent: str) -> Iterator[Scope]:
-        """User turn `index` of this session, spoken to its root agent (one conversation per session)."""
+    def turn(self, index: int, root_agent: str | None) -> Iterator[Scope]:
+        """User turn `index` of this session, spoken to its root agent (one conversation across turns).
+
+        With `root_agent` None the app opens the turn's root agent itself, with `agent(...)` (a
+        framework that starts a new root conversation for every turn).
+        """
         self.turn_index = index
-        scope = Scope(self, root_agent, None, root_agent.split("#")[0])
+        scope = Scope(self, root_agent, None, root_agent)
         token = _CURRENT.set(scope)
         try:
             yield scope
