@@ -38,6 +38,7 @@ AGENT_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "agents"
 
 CLAUDE_VERSION = "2.1.197"  # the versions the fixtures were recorded with (scripts/install_agents)
 CODEX_VERSION = "0.171.0"
+GEMINI_VERSION = "0.61.0"
 FAKE_KEY = "sk-fake"
 CLI_TIMEOUT = 120.0  # seconds for one CLI invocation; its process group is killed after that
 
@@ -457,6 +458,32 @@ env_key = "OPENAI_API_KEY"
     return env
 
 
+def gemini_env(home: Path, proxy: Proxy, network: Network) -> dict[str, str]:
+    """Gemini CLI on the Gemini API with a (fake) key; its base URL is the proxy in reverse mode,
+    generativelanguage.googleapis.com through the proxy in forward mode. Settings: API-key auth,
+    no folder-trust prompt, no telemetry or usage statistics, no update check."""
+    env = base_env(home) | proxy_env(proxy, network)
+    env["GEMINI_API_KEY"] = FAKE_KEY
+    if proxy.mode == "forward":
+        env["NODE_EXTRA_CA_CERTS"] = str(proxy.ca_cert)
+    else:
+        env["GOOGLE_GEMINI_BASE_URL"] = proxy.url
+    settings = {
+        "security": {"auth": {"selectedType": "gemini-api-key"}, "folderTrust": {"enabled": False}},
+        "telemetry": {"enabled": False},
+        "privacy": {"usageStatisticsEnabled": False},
+        "general": {"disableAutoUpdate": True, "disableUpdateNag": True},
+    }
+    (home / ".gemini").mkdir(parents=True, exist_ok=True)
+    (home / ".gemini" / "settings.json").write_text(json.dumps(settings))
+    return env
+
+
+def gemini_argv(cli: Path, prompt: str, *, resume: bool = False) -> list[str]:
+    argv = [str(cli), "--yolo", "--output-format", "json"]
+    return [*argv, "--resume", "latest", "-p", prompt] if resume else [*argv, "-p", prompt]
+
+
 def claude_argv(cli: Path, prompt: str, *, resume: bool = False) -> list[str]:
     argv = [str(cli), "-p", "--dangerously-skip-permissions", "--output-format", "json"]
     return [*argv, "--continue", prompt] if resume else [*argv, prompt]
@@ -556,6 +583,16 @@ def codex_spawn(task: str, *steps: str) -> dict:
     return {"message": f"{task} {script(*steps)}"}
 
 
+def gemini_agent(task: str, *steps: str) -> dict:
+    """The `invoke_agent` arguments that delegate `task` to Gemini CLI's generalist subagent;
+    a subagent ends by calling `complete_task` (a text answer alone earns it a reminder)."""
+    return {"agent_name": "generalist", "prompt": f"{task} {script(*steps)}"}
+
+
+def gemini_done(response: str) -> str:
+    return tool("complete_task", result={"response": response})
+
+
 CODEX_DISCOVER = tool("tool_search", query="spawn agent", limit=8)
 CODEX_WAIT = tool("wait_agent", targets="$outputs.agent_id", timeout_ms=60000)
 
@@ -604,6 +641,21 @@ class LineageReport:
         roots = [agent for agent, p in self.parents.items() if p is None]
         assert len(roots) == 1, f"expected one root agent, got {roots}"
         return children(roots[0])
+
+
+def check_stamped_lineage(headers_of_requests: list[Any]) -> LineageReport:
+    """For CLIs that send no ids (Gemini CLI): every request carries a valid x-dynamo-session-id,
+    each agent one parent throughout, and every parent made a request before its child."""
+    parents: dict[str, str | None] = {}
+    counts: dict[str, int] = {}
+    for n, headers in enumerate(headers_of_requests):
+        stamped, stamped_parent = stamped_lineage(headers)
+        where = f"request {n}: stamped {stamped}/{stamped_parent}"
+        assert stamped and len(stamped.encode()) <= 256 and stamped.isascii() and stamped.isprintable(), where
+        assert stamped_parent is None or stamped_parent in parents, f"{where}: the parent has made no request before"
+        assert parents.setdefault(stamped, stamped_parent) == stamped_parent, f"{where}: the parent changed"
+        counts[stamped] = counts.get(stamped, 0) + 1
+    return LineageReport({agent: agent for agent in parents}, parents, counts)
 
 
 def check_lineage(headers_of_requests: list[Any]) -> LineageReport:
@@ -670,8 +722,9 @@ def trajectory_tree(trajectory: dict) -> list:
     return canonical([trajectory_tree(child) for child in trajectory.get("subagent_trajectories") or []])
 
 
-def check_observations(trajectory: dict) -> None:
-    """Every tool call of every agent step has an observation result with its id, and every
+def check_observations(trajectory: dict, unanswered: frozenset[str] = frozenset()) -> None:
+    """Every tool call of every agent step has an observation result with its id (but calls of
+    the `unanswered` tools, which end an agent: no request carries their result), and every
     subagent reference resolves to an embedded trajectory of that parent."""
     for _, t in walk_trajectories(trajectory):
         embedded = {c.get("trajectory_id") for c in t.get("subagent_trajectories") or []}
@@ -679,6 +732,8 @@ def check_observations(trajectory: dict) -> None:
             results = (step.get("observation") or {}).get("results") or []
             by_call = {r.get("source_call_id") for r in results}
             for call in step.get("tool_calls") or []:
+                if call["function_name"] in unanswered:
+                    continue
                 assert call["tool_call_id"] in by_call, f"step {step['step_id']}: no observation for {call}"
                 assert isinstance(call.get("arguments"), dict)
             for result in results:

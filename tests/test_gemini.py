@@ -107,20 +107,25 @@ def test_request_messages_calls_and_results_paired_by_name_and_order() -> None:
     assert call.fields["max_tokens"] == 2048 and "response_format" not in call.fields
 
 
-def test_request_ids_sent_by_the_client_win_and_snake_case_reads() -> None:
+def test_ids_the_client_invents_pair_results_but_never_replace_derived_ids_and_snake_case_reads() -> None:
+    """Gemini CLI writes ids of its own into the history it resends: they pair a response with
+    its call (here against name order), but the call keeps the id its answer got."""
     body = {
         "system_instruction": {"parts": [{"text": "sys"}]},
         "contents": [
             {"role": "user", "parts": [{"text": "go"}]},
-            {"role": "model", "parts": [{"function_call": {"id": "fc-1", "name": "run", "args": {}}}]},
-            {"role": "function", "parts": [{"function_response": {"id": "fc-1", "name": "run", "response": {"x": 1}}}]},
+            {"role": "model", "parts": [{"function_call": {"id": "run_17_0", "name": "run", "args": {}}},
+                                        {"function_call": {"id": "run_17_1", "name": "run", "args": {"n": 2}}}]},
+            {"role": "function", "parts": [{"function_response": {"id": "run_17_1", "name": "run", "response": {"x": 2}}},
+                                           {"function_response": {"id": "run_17_0", "name": "run", "response": {"x": 1}}}]},
         ],
         "generation_config": {"response_mime_type": "application/json", "response_json_schema": {"type": "object"}},
     }
     call = request(VERTEX, body)
     assert call.model == "gemini-2.5-flash" and call.stream is True and call.system == "sys"
-    assert call.messages[1].tool_calls[0].id == "fc-1"
-    assert call.messages[2].tool_results[0].call_id == "fc-1" and call.messages[2].tool_results[0].content == '{"x":1}'
+    derived = [call_id("run", {}, 0), call_id("run", {"n": 2}, 1)]
+    assert [c.id for c in call.messages[1].tool_calls] == derived
+    assert [(r.call_id, r.content) for r in call.messages[2].tool_results] == [(derived[1], '{"x":2}'), (derived[0], '{"x":1}')]
     assert call.fields["response_format"] == {"type": "json_schema", "schema": {"type": "object"}}
 
 

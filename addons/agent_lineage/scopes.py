@@ -268,6 +268,12 @@ class ScopeTracker:
                 scope = self._scope(host.root, {"agent": "side:quotes-session-prompt"})
                 scope.side = side or "quotes-session"
                 return scope
+        if side is not None and (delegator := self._delegator_quoted(call)) is not None:
+            # A subagent's side request sent before the subagent's own first request (Gemini
+            # CLI's router scores the task it was given): the delegating agent's.
+            scope = self._scope(delegator, {"agent": "side:quotes-delegated-task"})
+            scope.side = side
+            return scope
         if side is not None:
             placeholder = derived_id("side", call.client, call.system, _first_user_text(call.messages))
             return Scope(placeholder, placeholder, None, 0, 0, False, side=side, pending=True, evidence={"agent": "pending:next-turn-of-client"})
@@ -391,6 +397,17 @@ class ScopeTracker:
             if text and not self.table.is_chatter(text):
                 return text
         return ""
+
+    def _delegator_quoted(self, call: Call) -> _Agent | None:
+        """The agent whose open delegation's task the call's user text quotes, if any."""
+        text = self._task_text(call)
+        quoting = [
+            (_quoted(use.quotes, text), use.t_emitted, agent)
+            for agent, _, use in self._tool_uses(call.client, call.t_start)
+            if use.delegation and use.child is None
+        ]
+        best = max((q for q in quoting if q[0]), key=lambda q: q[:2], default=None)
+        return best[2] if best else None
 
     def _tool_uses(self, client: str, now: float) -> Iterator[tuple[_Agent, str, _ToolUse]]:
         for agent in self.agents.values():

@@ -16,14 +16,15 @@ Quirks handled here:
 - Usage: `promptTokenCount` includes `cachedContentTokenCount`; `candidatesTokenCount` leaves out
   `thoughtsTokenCount`, so the output is their sum.
 
-Call ids. Gemini's function calls and responses carry no ids (newer clients may send an `id`,
-which is then used as is). A call without one gets a deterministic id from what a client sends
-back unchanged: `gemini-` + a digest of its name, its arguments (canonical JSON) and how many
-calls of the same name come before it in the same model message. A function response without
-an id answers, by name and order, the calls of the nearest earlier model message that has
-calls: the k-th response named N is the result of that message's k-th call named N. The answer
-and the request that resends it get the same id, so a tool call and its result pair up across
-requests and in the trajectory.
+Call ids. The model's function calls carry no ids, and a client may invent its own when it
+sends them back (Gemini CLI writes `{name}_{timestamp}_{n}` into the history): so every call's id
+is derived from what the client resends unchanged, `gemini-` + a digest of its name, its
+arguments (canonical JSON) and how many calls of the same name come before it in the same model
+message; an `id` in the body is never used as the call's id. A function response answers a call
+of the nearest earlier model message that has calls: the one whose body `id` it repeats, else,
+by name and order, the k-th response named N answers that message's k-th call named N. The
+answer and the request that resends it so get the same ids, and each call pairs with its
+result across requests and in the trajectory.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class Gemini(Codec):
             schema = _get(config, "responseJsonSchema") or _get(config, "responseSchema")
             if schema is not None or _get(config, "responseMimeType") == "application/json":
                 call.fields["response_format"] = {"type": "json_schema", "schema": schema}
-        keep_fields(body, call, ("toolConfig", "cachedContent", "labels"))
+        keep_fields(body, call, ("generationConfig", "toolConfig", "cachedContent", "labels"))
 
     def parse_response(self, body: Any) -> Response:
         # A non-SSE stream is a JSON array of chunks: fold them as the event stream would be.
@@ -145,18 +146,21 @@ def call_id(name: str, args: Any, ordinal: int) -> str:
 def contents_messages(contents: list[Any]) -> list[Message]:
     """A `contents` list as Messages, function responses paired with the calls they answer."""
     messages: list[Message] = []
-    open_calls: list[ToolCall] = []  # the calls of the nearest earlier model message that has any
+    # The calls of the nearest earlier model message that has any, and their ids by body `id`.
+    open_calls: list[ToolCall] = []
+    given: dict[str, str] = {}
     for raw in contents:
         if not isinstance(raw, dict):
             raise MalformedBody("a content is not an object")
-        message = _message(raw, open_calls)
+        message, ids = _message(raw, open_calls, given)
         if message.tool_calls:
-            open_calls = message.tool_calls
+            open_calls, given = message.tool_calls, ids
         messages.append(message)
     return messages
 
 
-def _message(raw: dict[str, Any], open_calls: list[ToolCall]) -> Message:
+def _message(raw: dict[str, Any], open_calls: list[ToolCall], given: dict[str, str]) -> tuple[Message, dict[str, str]]:
+    """One content as a Message, and its calls' ids by the `id` the client gave them."""
     role = ROLES.get(raw.get("role") or "user", "user")
     parts = raw.get("parts")
     if isinstance(parts, dict):
@@ -168,6 +172,7 @@ def _message(raw: dict[str, Any], open_calls: list[ToolCall]) -> Message:
     calls: list[ToolCall] = []
     results: list[ToolResult] = []
     answered: dict[str, int] = {}  # function name -> responses to it so far in this message
+    ids: dict[str, str] = {}
     for part in parts:
         if not isinstance(part, dict):
             continue
@@ -175,31 +180,32 @@ def _message(raw: dict[str, Any], open_calls: list[ToolCall]) -> Message:
             (reasoning if part.get("thought") is True else texts).append(part["text"])
         elif isinstance(function_call := _get(part, "functionCall"), dict):
             calls.append(_tool_call(function_call, calls))
+            if isinstance(function_call.get("id"), str):
+                ids[function_call["id"]] = calls[-1].id
         elif isinstance(function_response := _get(part, "functionResponse"), dict):
-            results.append(_tool_result(function_response, open_calls, answered))
+            results.append(_tool_result(function_response, open_calls, given, answered))
         elif isinstance(_get(part, "inlineData"), dict) or isinstance(_get(part, "fileData"), dict):
             texts.append("[file]")
         elif isinstance(code := _get(part, "executableCode"), dict):
             texts.append(str(code.get("code") or ""))
         elif isinstance(outcome := _get(part, "codeExecutionResult"), dict):
             texts.append(str(outcome.get("output") or ""))
-    return Message(role, "\n".join(texts), "\n".join(reasoning), calls, results)
+    return Message(role, "\n".join(texts), "\n".join(reasoning), calls, results), ids
 
 
 def _tool_call(raw: dict[str, Any], earlier: list[ToolCall]) -> ToolCall:
     name = str(raw.get("name") or "")
     args = raw.get("args") or {}
-    given = raw.get("id")
     ordinal = sum(1 for c in earlier if c.name == name)
-    identifier = given if isinstance(given, str) and given else call_id(name, args, ordinal)
-    return ToolCall(identifier, name, orjson.dumps(args).decode())
+    return ToolCall(call_id(name, args, ordinal), name, orjson.dumps(args).decode())
 
 
-def _tool_result(raw: dict[str, Any], open_calls: list[ToolCall], answered: dict[str, int]) -> ToolResult:
+def _tool_result(
+    raw: dict[str, Any], open_calls: list[ToolCall], given: dict[str, str], answered: dict[str, int]
+) -> ToolResult:
     name = str(raw.get("name") or "")
-    given = raw.get("id")
-    if isinstance(given, str) and given:
-        identifier = given
+    if isinstance(raw.get("id"), str) and raw["id"] in given:
+        identifier = given[raw["id"]]
     else:
         ordinal = answered.get(name, 0)
         answered[name] = ordinal + 1
@@ -286,7 +292,7 @@ class _Stream(StreamAccumulator):
         return self.response.complete
 
     def result(self) -> Response:
-        message = _message({"role": "model", "parts": _merged(self.parts)}, [])
+        message, _ = _message({"role": "model", "parts": _merged(self.parts)}, [], {})
         self.response.output = assistant_message(message.text, message.reasoning, message.tool_calls)
         return self.response
 

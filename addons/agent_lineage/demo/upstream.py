@@ -495,6 +495,8 @@ def _schema_instance(schema: Any, words: str) -> Any:
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
+    if isinstance(kind, str):
+        kind = kind.lower()  # Gemini's schemas spell types in capitals (OBJECT, STRING)
     if kind == "object" or (kind is None and "properties" in schema):
         properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
         return {name: _schema_instance(sub, words) for name, sub in properties.items()}
