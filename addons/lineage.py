@@ -20,6 +20,7 @@ from agent_lineage.calls import ResponseReader
 from agent_lineage.harness import HarnessTableError
 from agent_lineage.model import REDACTED, SECRET_HEADERS, SECRET_QUERY_PARAMS, Call, Exchange
 from agent_lineage.pipeline import CallLog, CallSink, Pipeline, Settings
+from agent_lineage.settings import DEFAULTS
 from agent_lineage.trajectories import TrajectoryWriter
 from agent_lineage.websocket import ResponsesSocket, is_responses_upgrade
 
@@ -82,8 +83,8 @@ class Lineage:
         loader.add_option("lineage_dir", str, "traces", "Directory for trajectory files (trajectory-<session-id>.json). Empty: write none.")
         # Seconds are strings: mitmproxy's --set cannot parse float options.
         loader.add_option("lineage_write_interval", str, "1", "Seconds between rewrites of a session's trajectory file (0: after every call).")
-        loader.add_option("lineage_turn_gap", str, "900", "Idle seconds after which a root agent's next request opens a new turn.")
-        loader.add_option("lineage_session_ttl", str, "3600", "Idle seconds after which a session's state is released from memory.")
+        loader.add_option("lineage_turn_gap", str, f"{DEFAULTS.turn_gap_seconds:g}", "Idle seconds after which a root agent's next request opens a new turn.")
+        loader.add_option("lineage_session_ttl", str, f"{DEFAULTS.session_ttl_seconds:g}", "Idle seconds after which a session's state is released from memory.")
         loader.add_option("lineage_harness_file", str, "", "YAML file merged over the built-in harness table (client headers and body fields).")
         loader.add_option("lineage_calls_log", str, "", "Append every finished LLM call as one JSON line to this file (debugging).")
         loader.add_option("lineage_redact_flows", bool, True, "Blank secret header values (Authorization, x-api-key, cookies) and key-like query values in every flow once forwarded, so saved flows (-w) hold no keys.")

@@ -22,8 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "addons"))
 
 from agent_lineage.atif import TrajectoryBuilder
-from agent_lineage.model import Call, Message, Response, ToolCall, ToolResult, Usage
-from agent_lineage.scopes import Scope
+from agent_lineage.model import Call, Message, Response, Scope, ToolCall, ToolResult, Usage
 from agent_lineage.trajectories import trajectory_file_name, write_atomically
 
 SESSION = "0b5e7c1e-4c1d-4f7e-9a51-3f1f0e6f2a10"

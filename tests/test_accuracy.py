@@ -15,7 +15,7 @@ import pytest
 from agent_lineage import corpus, scoring
 from agent_lineage.lineage import PARENT_HEADER, SESSION_HEADER
 from agent_lineage.offline import read_flows
-from agent_lineage.scopes import Scope
+from agent_lineage.model import Scope
 from agent_lineage.scoring import PRF, Prediction
 from conftest import FIXTURES
 

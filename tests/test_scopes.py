@@ -395,19 +395,19 @@ def test_distinct_conversations_with_the_same_opening_get_distinct_ids():
     chat = c.chat([{"role": "user", "content": "same prompt"}], assistant("a"))
     responses = c.send("/v1/responses", {"model": "m", "input": "same prompt"})  # another API: another conversation
     assert scope(responses).session_id != scope(chat).session_id
-    assert c.pipeline.tracker._unique(scope(chat).session_id) == scope(chat).session_id + "-2"
+    assert c.pipeline.tracker.conversations.unique(scope(chat).session_id) == scope(chat).session_id + "-2"
 
 
 def test_state_of_idle_sessions_is_released():
     c = Client(Pipeline(Settings(session_ttl_seconds=100)))
     for n in range(5):
         c.chat([{"role": "user", "content": f"conversation number {n}"}], assistant("ok"))
-    tracker = c.pipeline.tracker
-    assert len(tracker.sessions) == 5
+    conversations = c.pipeline.tracker.conversations
+    assert len(conversations.sessions) == 5
     c.t += 1000
     c.chat([{"role": "user", "content": "a later conversation"}], assistant("ok"))
-    assert len(tracker.sessions) == 1 and len(tracker.agents) == 1
-    assert all(agent.id in tracker.agents for agent in tracker._states.values())
+    assert len(conversations.sessions) == 1 and len(conversations.agents) == 1
+    assert all(agent.id in conversations.agents for agent in conversations.states.values())
 
 
 # -- side requests ----------------------------------------------------------------------

@@ -27,14 +27,11 @@ from typing import Any
 import orjson
 
 from . import __version__
-from .model import Call, Message, ToolResult
-from .scopes import Scope
+from .harness import HarnessTable, default_table
+from .model import Call, Message, Scope, ToolResult
 
 SCHEMA_VERSION = "ATIF-v1.7"
 UNKNOWN = "unknown"
-# Claude Code's system prompt opens with a billing line whose cc_version suffix differs between
-# requests (`2.1.197.bf2` on the main agent, `.c04` on its subagent): not a prompt change.
-BILLING_LINE = re.compile(r"^x-anthropic-billing-header:[^\n]*\n?")
 _VERSION = re.compile(r"^v?\d+(?:\.[0-9A-Za-z-]+)*$")
 _PRODUCT = re.compile(r"^([A-Za-z][A-Za-z0-9._+-]*)(?:/(\S+))?")
 
@@ -113,7 +110,7 @@ class _Step:
     timestamp: str
     source: str
     message: str
-    owner: _Agent
+    owner: _AgentTrajectory
     model_name: str | None = None
     reasoning_effort: str | None = None
     reasoning_content: str | None = None
@@ -159,12 +156,12 @@ class _Step:
 
 
 @dataclass(slots=True, eq=False)
-class _Agent:
+class _AgentTrajectory:
     """One agent scope's trajectory."""
 
     agent_id: str
-    session: _Session
-    parent: _Agent | None
+    session: _SessionDocument
+    parent: _AgentTrajectory | None
     depth: int
     name: str = UNKNOWN
     version: str = UNKNOWN
@@ -174,10 +171,10 @@ class _Agent:
     parent_tool_call_id: str | None = None
     first_seen: str | None = None
     evidence: dict[str, str] = field(default_factory=dict)
-    system_prompt: str = ""  # without the billing line
+    system_prompt: str = ""  # without its per-process parts (harness.yaml `system_noise`)
     steps: list[_Step] = field(default_factory=list)
     tool_steps: dict[str, _Step] = field(default_factory=dict)  # tool call id -> step that made it
-    children: list[_Agent] = field(default_factory=list)
+    children: list[_AgentTrajectory] = field(default_factory=list)
     unmatched: list[dict[str, Any]] = field(default_factory=list)
     own_tokens: list[int] = field(default_factory=lambda: [0, 0, 0])  # prompt, completion, cached
     ref: tuple[_Step, str] | None = None  # the parent step and tool call that point to this agent
@@ -185,7 +182,7 @@ class _Agent:
 
     def changed(self) -> None:
         """Something in this trajectory changed: its bytes and its ancestors' are stale."""
-        node: _Agent | None = self
+        node: _AgentTrajectory | None = self
         while node is not None and node.rendered is not None:
             node.rendered = None
             node = node.parent
@@ -266,7 +263,7 @@ class _Agent:
             return None
         return _dump({"agent_lineage": {"unmatched_tool_results": self.unmatched}}, indent)
 
-    def subtree(self) -> list[_Agent]:
+    def subtree(self) -> list[_AgentTrajectory]:
         found, stack = [], [self]
         while stack:
             node = stack.pop()
@@ -275,13 +272,14 @@ class _Agent:
         return found
 
 
-class _Session:
+class _SessionDocument:
     """The trajectory document of one root session: its agents, turns and side requests."""
 
-    def __init__(self, session_id: str, first_call: Call) -> None:
+    def __init__(self, session_id: str, first_call: Call, table: HarnessTable) -> None:
         self.session_id = session_id
+        self.table = table
         self.first_seen = iso_timestamp(first_call.t_start)
-        self.agents: dict[str, _Agent] = {}
+        self.agents: dict[str, _AgentTrajectory] = {}
         self.root = self._agent(session_id, None)
         self.turns: dict[int, dict[str, Any]] = {}
         self.side_requests: list[dict[str, Any]] = []
@@ -307,7 +305,7 @@ class _Session:
             self._link(node, call_id, child_id)
         self._add_steps(node, call, scope, first_call)
 
-    def _first_call(self, node: _Agent, call: Call, scope: Scope) -> None:
+    def _first_call(self, node: _AgentTrajectory, call: Call, scope: Scope) -> None:
         node.called = True
         node.first_seen = iso_timestamp(call.t_start)
         node.evidence = dict(scope.evidence)
@@ -318,8 +316,10 @@ class _Session:
             self._link(pending[0].owner, pending[1], node.agent_id)
         self.extra_changed()
 
-    def _add_steps(self, node: _Agent, call: Call, scope: Scope, first_call: bool) -> None:
-        system = BILLING_LINE.sub("", call.system, count=1)
+    def _add_steps(self, node: _AgentTrajectory, call: Call, scope: Scope, first_call: bool) -> None:
+        # Per-process parts of a prompt (Claude Code's billing line, whose cc_version suffix
+        # differs between a main agent and its subagent) are no prompt change.
+        system = self.table.system_without_noise(scope.client_name, call.system)
         if system != node.system_prompt:
             node.system_prompt = system
             node.add_step("system", call, call.system, extra=_step_lineage(call, scope))
@@ -371,15 +371,15 @@ class _Session:
 
     # -- agents ---------------------------------------------------------------------------
 
-    def _agent(self, agent_id: str, parent: _Agent | None) -> _Agent:
-        node = _Agent(agent_id, self, parent, parent.depth + 1 if parent else 0)
+    def _agent(self, agent_id: str, parent: _AgentTrajectory | None) -> _AgentTrajectory:
+        node = _AgentTrajectory(agent_id, self, parent, parent.depth + 1 if parent else 0)
         self.agents[agent_id] = node
         if parent is not None:
             parent.children.append(node)
             parent.changed()
         return node
 
-    def _agent_for(self, scope: Scope) -> _Agent:
+    def _agent_for(self, scope: Scope) -> _AgentTrajectory:
         """The agent's trajectory, created on first sight. An agent known so far only as some
         subagent's parent hangs under the root until its own first call names its parent."""
         node = self.agents.get(scope.agent_id)
@@ -391,12 +391,12 @@ class _Session:
                 self._move(node, parent)
         return node
 
-    def _parent(self, parent_id: str | None) -> _Agent:
+    def _parent(self, parent_id: str | None) -> _AgentTrajectory:
         if parent_id is None or parent_id == self.session_id:
             return self.root
         return self.agents.get(parent_id) or self._agent(parent_id, self.root)
 
-    def _move(self, node: _Agent, parent: _Agent) -> None:
+    def _move(self, node: _AgentTrajectory, parent: _AgentTrajectory) -> None:
         old = node.parent
         assert old is not None
         old.children.remove(node)
@@ -415,7 +415,7 @@ class _Session:
 
     # -- observations and delegation --------------------------------------------------------
 
-    def _apply_tool_results(self, node: _Agent, call: Call) -> None:
+    def _apply_tool_results(self, node: _AgentTrajectory, call: Call) -> None:
         for message in call.new_messages:
             for result in message.tool_results:
                 step = node.tool_steps.get(result.call_id) or self._step_of_tool_call(result.call_id)
@@ -436,7 +436,7 @@ class _Session:
                 return step
         return None
 
-    def _link(self, parent: _Agent, call_id: str, child_id: str) -> None:
+    def _link(self, parent: _AgentTrajectory, call_id: str, child_id: str) -> None:
         """Point the parent's delegating tool call at the child's embedded trajectory."""
         child = self.agents.get(child_id)
         step = parent.tool_steps.get(call_id)
@@ -457,7 +457,7 @@ class _Session:
         child.ref = (step, call_id)
         step.changed()
 
-    def _unlink(self, child: _Agent) -> None:
+    def _unlink(self, child: _AgentTrajectory) -> None:
         assert child.ref is not None
         step, call_id = child.ref
         result = step.results[call_id]
@@ -472,7 +472,7 @@ class _Session:
 
     # -- root extra -----------------------------------------------------------------------
 
-    def note_turn(self, scope: Scope, agent: _Agent, step: _Step) -> None:
+    def note_turn(self, scope: Scope, agent: _AgentTrajectory, step: _Step) -> None:
         if scope.turn not in self.turns:
             self.turns[scope.turn] = {
                 "turn": scope.turn,
@@ -513,7 +513,7 @@ class _Session:
         return self.extra_bytes
 
 
-def _ancestry(node: _Agent | None) -> list[_Agent]:
+def _ancestry(node: _AgentTrajectory | None) -> list[_AgentTrajectory]:
     chain = []
     while node is not None:
         chain.append(node)
@@ -620,14 +620,15 @@ def _metrics(call: Call) -> dict[str, Any] | None:
 class TrajectoryBuilder:
     """ATIF documents of every root session seen, built incrementally from finished Calls."""
 
-    def __init__(self) -> None:
-        self._sessions: dict[str, _Session] = {}
+    def __init__(self, table: HarnessTable | None = None) -> None:
+        self.table = table or default_table()
+        self._sessions: dict[str, _SessionDocument] = {}
 
     def add(self, call: Call) -> None:
         """Fold a finished, scoped call into its session's document."""
         session = self._sessions.get(call.scope.session_id)
         if session is None:
-            session = self._sessions[call.scope.session_id] = _Session(call.scope.session_id, call)
+            session = self._sessions[call.scope.session_id] = _SessionDocument(call.scope.session_id, call, self.table)
         session.add(call)
 
     def session_ids(self) -> list[str]:

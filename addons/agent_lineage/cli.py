@@ -15,6 +15,7 @@ import orjson
 
 from .harness import HarnessTableError
 from .pipeline import CallLog, CallSink, Pipeline, Settings
+from .settings import DEFAULTS
 from .shape import diff_shapes, shape_of, summary_lines
 from .trajectories import TrajectoryFiles
 from .validate import validate_trajectory
@@ -60,10 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="x-dynamo-* lineage sent by clients: keep it (respect) or infer ours (override)",
     )
     convert.add_argument(
-        "--turn-gap", type=_positive, default=900.0, metavar="S", help="idle seconds after which a root agent's next request opens a turn (900)"
+        "--turn-gap",
+        type=_positive,
+        default=DEFAULTS.turn_gap_seconds,
+        metavar="S",
+        help=f"idle seconds after which a root agent's next request opens a turn ({DEFAULTS.turn_gap_seconds:g})",
     )
     convert.add_argument(
-        "--session-ttl", type=_positive, default=3600.0, metavar="S", help="idle seconds after which a session's state is released (3600)"
+        "--session-ttl",
+        type=_positive,
+        default=DEFAULTS.session_ttl_seconds,
+        metavar="S",
+        help=f"idle seconds after which a session's state is released ({DEFAULTS.session_ttl_seconds:g})",
     )
     convert.set_defaults(run=cmd_convert)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -100,6 +101,7 @@ class Client:
     not_a_turn: list[re.Pattern[str]] = field(default_factory=list)
     subagent_marker: re.Pattern[str] | None = None
     system_noise: list[re.Pattern[str]] = field(default_factory=list)
+    text_noise: list[re.Pattern[str]] = field(default_factory=list)
     side: list[SideRule] = field(default_factory=list)
 
     def recognises(self, call: Call) -> bool:
@@ -130,6 +132,7 @@ class HarnessTable:
     delegation_tools: frozenset[str]
     side: list[SideRule] = field(default_factory=list)  # side requests of any client
     chatter: list[re.Pattern[str]] = field(default_factory=list)  # every client's not_a_turn
+    text_noise: list[re.Pattern[str]] = field(default_factory=list)  # every client's text_noise
 
     def side_of(self, call: Call, ids: HarnessIds | None) -> str | None:
         """The side-request kind of a call: its client's rules first, then everyone's."""
@@ -146,11 +149,19 @@ class HarnessTable:
 
     def stable_system(self, call: Call, ids: HarnessIds | None) -> str:
         """The system prompt without the parts the client varies per process."""
-        client = self.client(ids.client) if ids else None
-        system = call.system
+        return self.system_without_noise(ids.client if ids else None, call.system)
+
+    def system_without_noise(self, client_name: str | None, system: str) -> str:
+        client = self.client(client_name) if client_name else None
         for pattern in client.system_noise if client else ():
             system = pattern.sub("", system)
         return system
+
+    def without_text_noise(self, text: str) -> str:
+        """A user message without the blocks harnesses inject into it (Claude's system reminders)."""
+        for pattern in self.text_noise:
+            text = pattern.sub("", text)
+        return text.strip()
 
     def is_chatter(self, text: str) -> bool:
         """Whether a user message is harness chatter (environment context, notifications), not
@@ -178,6 +189,12 @@ class HarnessTable:
     def is_delegation(self, client_name: str | None, tool_name: str) -> bool:
         client = self.client(client_name) if client_name else None
         return tool_name in self.delegation_tools or (client is not None and tool_name in client.delegation_tools)
+
+
+@functools.cache
+def default_table() -> HarnessTable:
+    """The built-in table, for readers that have no pipeline (the trajectory builder, `summary`)."""
+    return load_table()
 
 
 def load_table(user_file: str | Path | None = None) -> HarnessTable:
@@ -212,7 +229,8 @@ def _compile(raw: dict[str, Any], source: str) -> HarnessTable:
     except (TypeError, ValueError, KeyError, re.error) as e:
         raise HarnessTableError(f"{source}: side: {e}") from None
     chatter = [p for c in clients for p in c.not_a_turn]
-    return HarnessTable(clients, frozenset(raw.get("delegation_tools") or ()), side, chatter)
+    text_noise = [p for c in clients for p in c.text_noise]
+    return HarnessTable(clients, frozenset(raw.get("delegation_tools") or ()), side, chatter, text_noise)
 
 
 def _client(name: str, spec: dict[str, Any]) -> Client:
@@ -231,6 +249,7 @@ def _client(name: str, spec: dict[str, Any]) -> Client:
     if spec.get("subagent_marker"):
         client.subagent_marker = re.compile(spec["subagent_marker"])
     client.system_noise = [re.compile(p, re.M) for p in spec.get("system_noise") or []]
+    client.text_noise = [re.compile(p, re.S) for p in spec.get("text_noise") or []]
     client.side = [_side_rule(e) for e in spec.get("side") or []]
     return client
 

@@ -19,6 +19,11 @@ SECRET_QUERY_PARAMS = frozenset({"key", "api_key", "api-key", "apikey", "access_
 REDACTED = "<redacted>"
 
 
+def endpoint(path: str) -> str:
+    """A request path without its query string and trailing slash: what an API route is matched on."""
+    return path.split("?", 1)[0].rstrip("/")
+
+
 @dataclass(slots=True)
 class Exchange:
     """One HTTP request/response pair as plain data (a live or a saved flow)."""
@@ -118,6 +123,26 @@ class Response:
     complete: bool = False  # the body reached its terminal event / parsed whole
 
 
+@dataclass(slots=True, kw_only=True)
+class Scope:
+    """Where one call belongs. Ids are already safe for headers and file names."""
+
+    session_id: str  # the root session (one trajectory)
+    agent_id: str  # the agent scope that made the request: x-dynamo-session-id
+    parent_id: str | None = None  # the immediately enclosing agent: x-dynamo-parent-session-id
+    depth: int = 0  # 0 for the root agent
+    turn: int = 0  # 1-based user turn of the root session (0: before its first turn)
+    new_turn: bool = False
+    side: str | None = None  # side request kind; side requests are not agent steps
+    client_name: str | None = None  # harness client (claude-code, codex, ...) if recognised
+    delegated_by: str | None = None  # the parent's tool call that started this agent (first call only)
+    delegations: dict[str, str] = field(default_factory=dict)  # tool call id -> child agent learnt now
+    evidence: dict[str, str] = field(default_factory=dict)
+    # A side request that names no session (an id-less quota probe): a session start of its host
+    # claims it; until then its ids are placeholders and nothing is stamped.
+    pending: bool = False
+
+
 @dataclass(slots=True)
 class Call:
     """One LLM request and, once it ends, its response. Built by a codec, scoped by the tracker."""
@@ -144,4 +169,4 @@ class Call:
     t_end: float | None = None
     # Filled by the scope tracker.
     new_messages: list[Message] = field(default_factory=list)
-    scope: Any = None
+    scope: Scope | None = None

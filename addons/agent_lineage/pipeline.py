@@ -19,10 +19,12 @@ from .codecs import MalformedBody
 from .harness import load_table
 from .lineage import PARENT_HEADER, lineage_headers
 from .model import Call, Exchange
-from .scopes import Scope, ScopeTracker, TrackerSettings
+from .scopes import Orphans, ScopeTracker
+from .settings import Settings
 
 log = logging.getLogger("agent_lineage")
-ORPHAN_WINDOW = 30.0
+
+__all__ = ["CallLog", "CallSink", "Outcome", "Pipeline", "Settings"]
 
 
 class CallSink(Protocol):
@@ -31,15 +33,6 @@ class CallSink(Protocol):
     def session_evicted(self, session_id: str) -> None: ...
 
     def close(self) -> None: ...
-
-
-@dataclass(slots=True)
-class Settings:
-    stamp: bool = True
-    respect_client_lineage: bool = True
-    turn_gap_seconds: float = 900.0
-    session_ttl_seconds: float = 3600.0
-    harness_file: str | None = None
 
 
 @dataclass(slots=True)
@@ -54,19 +47,8 @@ class Pipeline:
     def __init__(self, settings: Settings | None = None, sinks: list[CallSink] | None = None) -> None:
         self.settings = settings or Settings()
         self.sinks = sinks or []
-        self.tracker = ScopeTracker(
-            load_table(self.settings.harness_file),
-            TrackerSettings(
-                respect_client_lineage=self.settings.respect_client_lineage,
-                turn_gap_seconds=self.settings.turn_gap_seconds,
-                session_ttl_seconds=self.settings.session_ttl_seconds,
-            ),
-        )
-        # Side requests that name no session (HEAD probes, id-less quota probes): a session start
-        # from their host claims them. Those that finished unclaimed wait in `_unclaimed`.
-        self._orphans: dict[str, Call] = {}
-        self._unclaimed: set[str] = set()
-        self._claims: set[tuple[tuple[str, int], str | None]] = set()  # ((session, turn), orphan kind) claimed
+        self.tracker = ScopeTracker(load_table(self.settings.harness_file), self.settings)
+        self.orphans = Orphans()
 
     def request(self, exchange: Exchange) -> Outcome | None:
         """Scope an LLM request; None for other traffic and for requests we cannot read (logged)."""
@@ -77,13 +59,14 @@ class Pipeline:
             return None
         if call is None:
             if exchange.method == "HEAD":
-                self._note_probe(exchange)
+                self.orphans.note_probe(exchange)
             return None
         scope = self.tracker.begin(call)
-        self._claim_orphans(call)
+        for orphan in self.orphans.claim(call):
+            self._emit(orphan)
         self._release_evicted()
         if scope.pending:
-            self._orphans[call.exchange_id] = call
+            self.orphans.hold(call)
             # Its session is not known yet: no id to stamp, but no stale parent either.
             return Outcome(call, {PARENT_HEADER: None} if self.settings.stamp else {})
         headers = lineage_headers(scope.agent_id, scope.parent_id) if self.settings.stamp else {}
@@ -113,15 +96,13 @@ class Pipeline:
         if reader.problem:
             log.warning("agent-lineage: %s %s: %s (traffic forwarded unchanged)", call.api, call.path, reader.problem)
         self.tracker.end(call)
-        if call.exchange_id in self._orphans:
-            self._unclaimed.add(call.exchange_id)
-        else:
+        if not self.orphans.finished(call):
             self._emit(call)
         return call
 
     def close(self) -> None:
-        for orphan in sorted(self._orphans.values(), key=lambda c: c.t_start):
-            self._release_orphan(orphan)  # never claimed: recorded as they are
+        for orphan in self.orphans.release_all():
+            self._emit(orphan)
         for sink in self.sinks:
             sink.close()
 
@@ -132,70 +113,14 @@ class Pipeline:
             except Exception:  # a broken sink must not stop the traffic
                 log.exception("agent-lineage: cannot record call %s", call.exchange_id)
 
-    def _note_probe(self, exchange: Exchange) -> None:
-        """Claude Code's `HEAD /` at start-up carries no id (and another user agent)."""
-        placeholder = f"probe-{exchange.id}"
-        probe = Call(
-            exchange_id=exchange.id,
-            api="http",
-            path=exchange.path,
-            client=exchange.client,
-            headers=exchange.request_headers,
-            t_start=exchange.t_request,
-            side="probe",
-        )
-        probe.scope = Scope(placeholder, placeholder, None, 0, 0, False, side="probe", pending=True)
-        self._orphans[exchange.id] = probe
-        self._unclaimed.add(exchange.id)
-
-    def _claim_orphans(self, owner: Call) -> None:
-        """An agent CLI probes as it starts (one HEAD, maybe one quota probe), then opens a turn
-        of its session, or first sends a side request naming the session it is starting. Each such
-        start (a session's turn) claims the oldest waiting orphan of each kind from its host,
-        within ORPHAN_WINDOW seconds."""
-        for orphan in [o for o in self._orphans.values() if owner.t_start - o.t_start > ORPHAN_WINDOW]:
-            self._release_orphan(orphan)
-        scope: Scope = owner.scope
-        starts_turn = scope.new_turn and scope.depth == 0 and scope.side is None
-        names_new_session = scope.side is not None and not scope.pending and scope.turn == 0
-        if not (starts_turn or names_new_session):
-            return
-        start = (scope.session_id, max(scope.turn, 1))  # a side request speaks for the turn to come
-        host = owner.client.split(" ", 1)[0]
-        for orphan in sorted(self._orphans.values(), key=lambda c: c.t_start):
-            if owner.t_start >= orphan.t_start and orphan.client.split(" ", 1)[0] == host and (start, orphan.side) not in self._claims:
-                self._claims.add((start, orphan.side))
-                self._release_orphan(orphan, claimant=scope)
-
-    def _release_orphan(self, orphan: Call, claimant: Scope | None = None) -> None:
-        """Stop waiting: give it its claimant's session, and emit it now if it finished (else when
-        it finishes). A HEAD request nobody claimed was not an agent's: it is dropped."""
-        del self._orphans[orphan.exchange_id]
-        if claimant is not None:
-            orphan.scope = Scope(
-                session_id=claimant.session_id,
-                agent_id=claimant.session_id,
-                parent_id=None,
-                depth=0,
-                turn=claimant.turn,
-                new_turn=False,
-                side=orphan.scope.side,
-                client_name=claimant.client_name,
-                evidence={"session": "side:claimed-by-next-turn-of-same-host"},
-            )
-        if orphan.exchange_id in self._unclaimed:
-            self._unclaimed.discard(orphan.exchange_id)
-            if not (orphan.api == "http" and orphan.scope.pending):
-                self._emit(orphan)
-
     def _release_evicted(self) -> None:
-        evicted = set(self.tracker.evicted)
+        evicted = self.tracker.conversations.evicted
         if evicted:
-            self._claims = {claim for claim in self._claims if claim[0][0] not in evicted}
-        for session_id in self.tracker.evicted:
+            self.orphans.forget_sessions(set(evicted))
+        for session_id in evicted:
             for sink in self.sinks:
                 sink.session_evicted(session_id)
-        self.tracker.evicted.clear()
+        evicted.clear()
 
 
 class CallLog:

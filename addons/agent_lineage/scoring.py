@@ -29,10 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from .lineage import PARENT_HEADER, SESSION_HEADER
-from .model import Call, Exchange
+from .model import Call, Exchange, Scope
 from .offline import read_flows, replay
 from .pipeline import Outcome, Pipeline, Settings
-from .scopes import Scope
 
 
 @dataclass(slots=True)

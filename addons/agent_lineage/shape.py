@@ -15,7 +15,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>", re.S)
+from .harness import default_table
+
 PREVIEW_CHARS = 48
 MIN_ID_CHARS = 8  # after a short word prefix such as our derived ids' `sess-` / `agent-`
 WORD_PREFIX = re.compile(r"^[A-Za-z]{1,6}-")
@@ -99,7 +100,7 @@ def _agent_shape(trajectory: dict[str, Any], parent: AgentShape | None) -> Agent
         trajectory_id=str(trajectory.get("trajectory_id", "")),
         name=str(agent.get("name", "")),
         version=str(agent.get("version", "")),
-        task=REMINDER.sub("", user.text).strip() if user else None,
+        task=default_table().without_text_noise(user.text) if user else None,
         steps=steps,
         totals=totals,
         own_tokens=own,
@@ -184,7 +185,7 @@ def _agent_lines(agent: AgentShape, short: dict[str, str], first: str, rest: str
         for turn, steps in agent.turns():
             user = next((s for s in steps if s.source == "user"), None)
             label = f"turn {turn}" if turn is not None else "steps"
-            prompt = f" · {_preview(REMINDER.sub('', user.text).strip())}" if user else ""
+            prompt = f" · {_preview(default_table().without_text_noise(user.text))}" if user else ""
             lines.append(f"{rest}  {label} (steps {steps[0].step_id}–{steps[-1].step_id}): {_steps_line(steps)}{prompt}")
     for i, child in enumerate(agent.children):
         last = i == len(agent.children) - 1

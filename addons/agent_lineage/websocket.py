@@ -15,7 +15,7 @@ from dataclasses import replace
 import orjson
 
 from .calls import ResponseReader
-from .model import Call, Exchange
+from .model import Call, Exchange, endpoint
 from .pipeline import Pipeline
 
 TERMINAL_EVENTS = frozenset({"response.completed", "response.failed", "response.incomplete", "error"})
@@ -23,7 +23,7 @@ EVENT_STREAM = {"content-type": "text/event-stream"}
 
 
 def is_responses_upgrade(method: str, path: str, headers: dict[str, str]) -> bool:
-    return method == "GET" and headers.get("upgrade", "").lower() == "websocket" and path.split("?", 1)[0].rstrip("/").endswith("/responses")
+    return method == "GET" and headers.get("upgrade", "").lower() == "websocket" and endpoint(path).endswith("/responses")
 
 
 class ResponsesSocket:

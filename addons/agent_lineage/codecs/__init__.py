@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..model import endpoint
 from .anthropic_messages import AnthropicMessages
 from .base import Codec, MalformedBody, StreamAccumulator
 from .gemini import Gemini
@@ -15,8 +16,8 @@ def codec_for(method: str, path: str) -> Codec | None:
     """The codec for an LLM request, or None for any other traffic."""
     if method != "POST":
         return None
-    path = path.split("?", 1)[0].rstrip("/")
-    return next((codec for codec in CODECS if codec.matches(path)), None)
+    route = endpoint(path)
+    return next((codec for codec in CODECS if codec.matches(route)), None)
 
 
 __all__ = ["CODECS", "Codec", "MalformedBody", "StreamAccumulator", "codec_for"]

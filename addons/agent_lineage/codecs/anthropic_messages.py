@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from ..model import Call, Message, Response, ToolCall, ToolDef, ToolResult, Usage
+from ..model import Call, Message, Response, ToolCall, ToolDef, ToolResult, Usage, endpoint
 from ..sse import Event
 from .base import (
     Codec,
@@ -43,7 +43,7 @@ class AnthropicMessages(Codec):
         return (path.endswith("/messages") or path.endswith("/messages/count_tokens")) and "/threads/" not in path
 
     def parse_request(self, body: dict[str, Any], call: Call) -> None:
-        if call.path.split("?", 1)[0].rstrip("/").endswith("/count_tokens"):  # Claude Code adds ?beta=true
+        if endpoint(call.path).endswith("/count_tokens"):  # Claude Code adds ?beta=true
             call.side = "count-tokens"
         call.model = body.get("model") if isinstance(body.get("model"), str) else None
         call.stream = body.get("stream") is True

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from ..model import Call, Message, Response, ToolCall, ToolDef, ToolResult, Usage
+from ..model import Call, Message, Response, ToolCall, ToolDef, ToolResult, Usage, endpoint
 from ..sse import Event
 from .base import (
     Codec,
@@ -75,7 +75,7 @@ class OpenAIResponses(Codec):
         return path.endswith("/responses") or path.endswith("/responses/input_tokens")
 
     def parse_request(self, body: dict[str, Any], call: Call) -> None:
-        if call.path.split("?", 1)[0].rstrip("/").endswith("/input_tokens"):
+        if endpoint(call.path).endswith("/input_tokens"):
             call.side = "count-tokens"
         elif body.get("generate") is False:  # Codex warms the prompt cache without generating
             call.side = "prefill"
