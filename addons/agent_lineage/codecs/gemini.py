@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from ..model import Call, Message, Response, ToolCall, ToolDef, ToolResult, Usage
+from ..model import Call, Message, Response, ToolCall, ToolDef, ToolResult, Usage, endpoint
 from ..sse import Event
 from .base import (
     Codec,
@@ -60,7 +60,7 @@ class Gemini(Codec):
         return _PATH.search(path) is not None
 
     def parse_request(self, body: dict[str, Any], call: Call) -> None:
-        match = _PATH.search(call.path.split("?", 1)[0].rstrip("/"))
+        match = _PATH.search(endpoint(call.path))
         method = match.group("method") if match else "generateContent"
         call.model = match.group("model") if match else None
         call.stream = method == "streamGenerateContent"
