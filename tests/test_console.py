@@ -11,7 +11,7 @@ from agent_lineage.console import Console, call_outcome, deciding_evidence, flow
 from agent_lineage.model import Call, Message, Response, ToolCall, Usage
 from agent_lineage.offline import read_flows, replay
 from agent_lineage.pipeline import Pipeline
-from agent_lineage.scopes import Scope
+from agent_lineage.model import Scope
 
 from conftest import FIXTURES
 
@@ -55,12 +55,12 @@ def finished_call(scope: Scope, n: int = 1, **changes) -> Call:
 
 def root(turn: int = 1, new_turn: bool = False, **changes) -> Scope:
     evidence = {**HARNESS, "turn": "fresh-user-message"} if new_turn else dict(HARNESS)
-    return Scope(SESSION, SESSION, None, 0, turn, new_turn, client_name="claude-code", evidence=evidence, **changes)
+    return Scope(session_id=SESSION, agent_id=SESSION, turn=turn, new_turn=new_turn, client_name="claude-code", evidence=evidence, **changes)
 
 
 def sub(agent: str, parent: str, depth: int) -> Scope:
     evidence = {"agent": "harness:header:x-claude-code-agent-id", "delegated_by": "quotes-tool-argument"}
-    return Scope(SESSION, agent, parent, depth, 1, False, client_name="claude-code", evidence=evidence)
+    return Scope(session_id=SESSION, agent_id=agent, parent_id=parent, depth=depth, turn=1, client_name="claude-code", evidence=evidence)
 
 
 def lines_of(console: Console, calls: list[Call], caplog) -> list[str]:
@@ -129,7 +129,7 @@ def test_a_call_without_a_response_has_no_timing_or_tokens(caplog):
 
 
 def test_the_client_is_the_harness_or_the_user_agents_product(caplog):
-    sdk = Scope("sess-0123456789abcdef", "sess-0123456789abcdef", None, 0, 1, True, evidence={"agent": "new-conversation", "session": "content-hash", "turn": "fresh-user-message"})
+    sdk = Scope(session_id="sess-0123456789abcdef", agent_id="sess-0123456789abcdef", turn=1, new_turn=True, evidence={"agent": "new-conversation", "session": "content-hash", "turn": "fresh-user-message"})
     call = finished_call(sdk, api="openai-chat", headers={"user-agent": "OpenAI/Python 1.57.0"})
     [line] = lines_of(Console(), [call], caplog)
     assert line.startswith("● openai-python 89abcdef t1 main NEW SESSION  chat ")
@@ -186,7 +186,7 @@ def test_flow_comment_and_marker():
         "session cf26c84a · main › 4195937a · turn 1",
     ]
     assert [flow_marker(s) for s in (main, title, child)] == ["", ":paperclip:", ":arrow_right_hook:"]
-    pending = Scope("side-1", "side-1", None, 0, 0, False, side="quota", pending=True)
+    pending = Scope(session_id="side-1", agent_id="side-1", side="quota", pending=True)
     assert console.begin(finished_call(pending, 9)) is None
     assert flow_comment(pending, None) == "side:quota · session not known yet"
 
@@ -197,7 +197,7 @@ def test_short_ids_keep_the_end_where_uuid7_ids_differ():
 
 
 def test_deciding_evidence_names_the_rules_not_the_ids():
-    scope = Scope("s", "a", None, 0, 1, False, evidence={"agent": "prefix", "messages": "prefix:a", "session": "side:claimed-by-next-turn-of-same-host"})
+    scope = Scope(session_id="s", agent_id="a", turn=1, evidence={"agent": "prefix", "messages": "prefix:a", "session": "side:claimed-by-next-turn-of-same-host"})
     assert deciding_evidence(scope) == "prefix+claimed-by-next-turn-of-same-host"
 
 

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .atif import agent_identity
-from .model import Call
-from .scopes import Scope
+from .model import Call, Scope
 
 log = logging.getLogger("agent_lineage")
 
