@@ -5,14 +5,18 @@ in-memory db): the editorial leader delegates to the research team and to the wr
 response (Agno runs the two tool calls concurrently); the research team's leader delegates to
 an economist (who calls a plain tool) and a historian, also in parallel. In turn 2 the leader
 delegates to the writer once more. Members keep no history: each delegation is a new conversation.
+After every run the team makes a session summary (a side request: a fresh system prompt, the
+conversation quoted in one user message, a JSON answer), which Agno then puts into the leader's
+system prompt for the next turn.
 
-Truth: `agent(...)` around each member's run (Agno gives every tool call a copy of the caller's
+Truth: `side(...)` around the summary, `agent(...)` around each member's run (Agno gives every tool call a copy of the caller's
 context, so the parent is the leader whose tool call started it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 
@@ -22,6 +26,7 @@ import truth  # noqa: E402
 from agno.agent import Agent  # noqa: E402
 from agno.db.in_memory import InMemoryDb  # noqa: E402
 from agno.models.openai import OpenAIChat  # noqa: E402
+from agno.session.summary import SessionSummaryManager  # noqa: E402
 from agno.team import Team  # noqa: E402
 from harness import API_KEY, MODEL, run  # noqa: E402
 from scripted import Chat, Reply, call, calls, say  # noqa: E402
@@ -31,11 +36,13 @@ PROMPTS = {"1": "Write a briefing on {topic}.", "2": "Add one risk to the briefi
 
 
 def topic_of(chat: Chat) -> str:
-    return re.search(r"(tidal power|urban beekeeping)", "\n".join(chat.user_texts)).group(1)
+    return re.search(r"(tidal power|urban beekeeping)", chat.everything()).group(1)
 
 
 def respond(chat: Chat) -> Reply:
     done = len(chat.tool_results_since_last_user())
+    if "Analyze the following conversation" in chat.system:
+        return say(json.dumps({"summary": f"The user asked for a briefing on {topic_of(chat)}.", "topics": [topic_of(chat)]}))
     if "You lead the editorial team" in chat.system:
         topic = topic_of(chat)
         if len(chat.user_texts) == 1:
@@ -96,6 +103,14 @@ class Member(Agent):
         return _tagged_run(super().arun, self.name, args, kwargs)
 
 
+class SideSummaries(SessionSummaryManager):
+    """Agno's session summary, made after every run: a side request of the session, no agent's."""
+
+    async def acreate_session_summary(self, *args, **kwargs):
+        with truth.side("session_summary"):
+            return await super().acreate_session_summary(*args, **kwargs)
+
+
 class MemberTeam(Team):
     """A team that is itself a member: its leader's run is a new conversation in the truth."""
 
@@ -120,6 +135,8 @@ def app(base_url: str):
             model=model(),
             db=InMemoryDb(),
             add_history_to_context=True,
+            enable_session_summaries=True,
+            session_summary_manager=SideSummaries(model=model()),
             telemetry=False,
         )
         for index, prompt in PROMPTS.items():
@@ -140,7 +157,7 @@ if __name__ == "__main__":
         app,
         {
             "sessions": len(TOPICS),
-            "shape": "editorial Team -> research Team (nested: economist + historian in parallel) and writer, in parallel; turn 2 delegates to the writer",
+            "shape": "editorial Team -> research Team (nested: economist + historian in parallel) and writer, in parallel; turn 2 delegates to the writer; a session summary after each run (side)",
         },
         PROMPTS,
     )
