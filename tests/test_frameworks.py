@@ -87,6 +87,30 @@ def test_each_app_has_concurrent_sessions_turns_and_delegation(flows_path):
     assert True in overlapping  # parallel subagents
 
 
+def system_prompt(body: dict) -> str:
+    return "".join(str(m.get("content")) for m in body.get("messages", []) if m.get("role") in ("system", "developer"))
+
+
+@pytest.mark.parametrize("flows_path", RECORDINGS, ids=lambda p: p.stem)
+def test_truth_agrees_with_the_system_prompts_on_the_wire(flows_path):
+    """A cross-check of the truth written in the app against the wire: within one turn of a
+    session, an agent's requests share one system prompt, agents of one name (two researchers)
+    share it too, and agents of different names never do."""
+    by_agent: dict[tuple, set[str]] = {}
+    by_name: dict[tuple, set[str]] = {}
+    for label, flow in zip(truth_of(flows_path)["flows"], read_flows(flows_path)):
+        if label["kind"] == "agent":
+            prompt = system_prompt(json.loads(flow.request.content))
+            by_agent.setdefault((label["root_session_id"], label["turn_index"], label["agent_id"]), set()).add(prompt)
+            by_name.setdefault((label["root_session_id"], label["turn_index"], label["agent_name"]), set()).add(prompt)
+    assert all(len(seen) == 1 for seen in by_agent.values())
+    assert all(len(seen) == 1 for seen in by_name.values())
+    names_of_prompt: dict[tuple, set[str]] = {}
+    for (session, turn, name), (prompt,) in by_name.items():
+        names_of_prompt.setdefault((session, turn, prompt), set()).add(name)
+    assert all(len(names) == 1 for names in names_of_prompt.values())
+
+
 def replayed(flows_path: Path, out: Path) -> tuple[list, list[Path]]:
     files = TrajectoryFiles(out, replace_existing=True)
     pipeline = Pipeline(Settings(stamp=False), [files])
