@@ -52,6 +52,8 @@ def _json_body(raw: bytes | None, content_encoding: str | None) -> Any:
             return _replace_lone_surrogates(json.loads(data))
         except ValueError:
             raise MalformedBody(f"request body is not JSON ({e})") from None
+        except RecursionError:  # orjson stops at 1024 levels, the standard parser near 1000
+            raise MalformedBody("request body is nested too deeply to read") from None
 
 
 def _replace_lone_surrogates(value: Any) -> Any:

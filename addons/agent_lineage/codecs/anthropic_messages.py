@@ -25,9 +25,16 @@ from .base import (
     assistant_message,
     error_text,
     event_object,
+    ident,
+    items,
+    json_text,
     keep_fields,
+    obj,
+    optional_string,
     require_list,
     response_object,
+    serialisable,
+    string,
     text_of,
 )
 
@@ -50,8 +57,8 @@ class AnthropicMessages(Codec):
         call.system = text_of(body.get("system"))
         call.messages = [_message(m) for m in require_list(body, "messages")]
         call.tools = [
-            ToolDef(t.get("name") or t.get("type") or "", t.get("description") or "", t.get("input_schema"))
-            for t in body.get("tools") or []
+            ToolDef(string(t.get("name")) or string(t.get("type")), string(t.get("description")), serialisable(t.get("input_schema")))
+            for t in items(body.get("tools"))
             if isinstance(t, dict)
         ]
         keep_fields(body, call, ("metadata", "max_tokens", "output_config", "thinking", "tool_choice"))
@@ -64,11 +71,11 @@ class AnthropicMessages(Codec):
             return Response(usage=Usage(input_tokens=as_int(body["input_tokens"])), complete=True)
         message = _message({"role": "assistant", "content": body.get("content") or []})
         return Response(
-            id=body.get("id"),
-            model=body.get("model"),
+            id=optional_string(body.get("id")),
+            model=optional_string(body.get("model")),
             output=assistant_message(message.text, message.reasoning, message.tool_calls, message.tool_results),
             usage=_usage(body.get("usage")),
-            stop_reason=body.get("stop_reason"),
+            stop_reason=optional_string(body.get("stop_reason")),
             complete=True,
         )
 
@@ -92,24 +99,24 @@ def _message(raw: Any) -> Message:
     for block in content:
         if not isinstance(block, dict):
             continue
-        kind = block.get("type")
+        kind = string(block.get("type"))
         if kind == "text":
-            texts.append(block.get("text") or "")
+            texts.append(string(block.get("text")))
         elif kind == "thinking":
-            reasoning.append(block.get("thinking") or "")
+            reasoning.append(string(block.get("thinking")))
         elif kind in TOOL_CALL_BLOCKS:
             calls.append(
                 ToolCall(
-                    str(block.get("id") or ""),
-                    str(block.get("name") or ""),
-                    orjson.dumps(block.get("input") or {}).decode(),
+                    ident(block.get("id")),
+                    string(block.get("name")),
+                    json_text(block.get("input") or {}),
                     "function" if kind == "tool_use" else "server",
                 )
             )
-        elif kind == "tool_result" or (isinstance(kind, str) and kind.endswith("_tool_result")):
+        elif kind == "tool_result" or kind.endswith("_tool_result"):
             results.append(
                 ToolResult(
-                    str(block.get("tool_use_id") or ""),
+                    ident(block.get("tool_use_id")),
                     _result_text(block.get("content")),
                     block.get("is_error") is True,
                 )
@@ -122,7 +129,7 @@ def _message(raw: Any) -> Message:
 def _result_text(content: Any) -> str:
     if isinstance(content, list) and content and all(isinstance(b, dict) for b in content):
         if not any(b.get("type") == "text" for b in content):
-            return orjson.dumps(content).decode()
+            return json_text(content)
     return text_of(content)
 
 
@@ -156,24 +163,25 @@ class _Stream(StreamAccumulator):
         data = event_object(event)
         if data is None:
             return
-        kind = data.get("type") or event.event
+        kind = string(data.get("type")) or event.event
+        index = as_int(data.get("index"))
         if kind == "message_start":
-            message = data.get("message") or {}
-            self.response.id = message.get("id")
-            self.response.model = message.get("model")
+            message = obj(data.get("message"))
+            self.response.id = optional_string(message.get("id"))
+            self.response.model = optional_string(message.get("model"))
             self.response.usage = _usage(message.get("usage"))
         elif kind == "content_block_start":
-            block = dict(data.get("content_block") or {})
+            block = dict(obj(data.get("content_block")))
             if block.get("type") in TOOL_CALL_BLOCKS:
                 block["input"] = block.get("input") or {}
-            self.blocks[data.get("index", len(self.blocks))] = block
+            self.blocks[len(self.blocks) if index is None else index] = block
         elif kind == "content_block_delta":
-            self._delta(data.get("index", 0), data.get("delta") or {})
+            self._delta(index or 0, obj(data.get("delta")))
         elif kind == "content_block_stop":
-            self._finish_block(data.get("index", 0))
+            self._finish_block(index or 0)
         elif kind == "message_delta":
-            delta = data.get("delta") or {}
-            if delta.get("stop_reason"):
+            delta = obj(data.get("delta"))
+            if string(delta.get("stop_reason")):
                 self.response.stop_reason = delta["stop_reason"]
             self.response.usage = _usage(data.get("usage"), self.response.usage)
         elif kind == "message_stop":
@@ -183,9 +191,9 @@ class _Stream(StreamAccumulator):
 
     def _delta(self, index: int, delta: dict[str, Any]) -> None:
         self.blocks.setdefault(index, {"type": "text", "text": ""})
-        field = DELTA_FIELDS.get(delta.get("type"))
+        field = DELTA_FIELDS.get(string(delta.get("type")))
         if field is not None:
-            self.pieces.setdefault((index, field), []).append(delta.get(field) or "")
+            self.pieces.setdefault((index, field), []).append(string(delta.get(field)))
 
     def _finish_block(self, index: int) -> None:
         block = self.blocks.get(index)
@@ -195,7 +203,7 @@ class _Stream(StreamAccumulator):
                 continue
             text = "".join(pieces)
             if field != "partial_json":
-                block[field] = (block.get(field) or "") + text
+                block[field] = string(block.get(field)) + text
                 continue
             try:
                 block["input"] = orjson.loads(text) if text else {}

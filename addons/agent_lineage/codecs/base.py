@@ -63,7 +63,74 @@ def keep_fields(body: dict[str, Any], call: Call, keys: tuple[str, ...]) -> None
     """Copy the body fields the scope rules read (ids, limits, output format) into `call.fields`."""
     for key in keys:
         if key in body:
-            call.fields[key] = body[key]
+            call.fields[key] = serialisable(body[key])
+
+
+# Whatever a client sends must stay writable: orjson refuses integers beyond 64 bits and nesting
+# deeper than 254 levels, which the standard parser (our fallback) accepts. A kept value sits a
+# few levels down in a Call and in a trajectory, so it is clipped well below that.
+MAX_KEPT_DEPTH = 64
+CLIPPED = "<nested too deeply>"
+
+
+def serialisable(value: Any, depth: int = 0) -> Any:
+    """`value` if orjson can write it where we keep it; else a copy with big integers as text and
+    anything nested deeper than MAX_KEPT_DEPTH replaced by CLIPPED."""
+    if depth == 0 and _fits(value):
+        return value
+    if depth >= MAX_KEPT_DEPTH:
+        return CLIPPED
+    if isinstance(value, dict):
+        return {str(k): serialisable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [serialisable(v, depth + 1) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and as_int(value) is None:
+        return str(value)
+    return value
+
+
+def _fits(value: Any) -> bool:
+    """orjson writes `value` even MAX_KEPT_DEPTH levels down: one dump of it wrapped in lists up
+    to orjson's nesting limit (254), cheaper than walking it in Python."""
+    wrapped = value
+    for _ in range(254 - MAX_KEPT_DEPTH):
+        wrapped = [wrapped]
+    try:
+        orjson.dumps(wrapped)
+    except TypeError:  # orjson.JSONEncodeError: too deep, an integer beyond 64 bits
+        return False
+    return True
+
+
+def json_text(value: Any) -> str:
+    """A JSON value as compact JSON text (tool arguments and results that arrive as objects)."""
+    return orjson.dumps(serialisable(value)).decode()
+
+
+def string(value: Any) -> str:
+    """A field that must be text: itself if it is a string, else empty."""
+    return value if isinstance(value, str) else ""
+
+
+def optional_string(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def ident(value: Any) -> str:
+    """An id field: a string as is, an integer as its digits, anything else empty."""
+    if isinstance(value, str):
+        return value
+    return str(value) if as_int(value) is not None else ""
+
+
+def obj(value: Any) -> dict[str, Any]:
+    """A field that must be an object: itself, or empty when it is anything else."""
+    return value if isinstance(value, dict) else {}
+
+
+def items(value: Any) -> list[Any]:
+    """A field that must be a list: itself, or empty when it is anything else."""
+    return value if isinstance(value, list) else []
 
 
 def response_object(body: Any, success_key: str) -> tuple[dict[str, Any], Response | None]:
@@ -97,7 +164,10 @@ def text_of(content: Any, text_types: tuple[str, ...] = ("text", "input_text", "
 
 
 def as_int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    """An integer field (token counts, indexes) that fits in 64 bits, else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**64:
+        return value
+    return None
 
 
 def add_ints(*values: int | None) -> int | None:
@@ -108,10 +178,10 @@ def add_ints(*values: int | None) -> int | None:
 def error_text(error: Any) -> str:
     """A one-line description of a provider error object."""
     if isinstance(error, dict):
-        kind = error.get("type") or error.get("code") or "error"
-        message = error.get("message") or ""
-        return f"{kind}: {message}" if message else str(kind)
-    return str(error)
+        kind = ident(error.get("type")) or ident(error.get("code")) or "error"
+        message = string(error.get("message"))
+        return f"{kind}: {message}" if message else kind
+    return error if isinstance(error, str) else json_text(error)
 
 
 def require_list(body: dict[str, Any], key: str) -> list[Any]:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from ..model import Call, Message, Response, ToolCall, ToolDef, ToolResult, Usage
 from ..sse import Event
 from .base import (
@@ -24,9 +22,16 @@ from .base import (
     assistant_message,
     error_text,
     event_object,
+    ident,
+    items,
+    json_text,
     keep_fields,
+    obj,
+    optional_string,
     require_list,
     response_object,
+    serialisable,
+    string,
     text_of,
 )
 
@@ -50,7 +55,7 @@ class OpenAIChat(Codec):
             start += 1
         call.system = "\n".join(system)
         call.messages = [_message(m) for m in raw_messages[start:]]
-        call.tools = [_tool(t) for t in body.get("tools") or [] if isinstance(t, dict)]
+        call.tools = [_tool(t) for t in items(body.get("tools")) if isinstance(t, dict)]
         keep_fields(body, call, ("max_tokens", "max_completion_tokens", "tool_choice", "user", "metadata", "response_format"))
 
     def parse_response(self, body: Any) -> Response:
@@ -60,15 +65,15 @@ class OpenAIChat(Codec):
         choices = body.get("choices") or [{}]
         if not isinstance(choices, list):
             raise MalformedBody("`choices` is not a list")
-        choice = choices[0] if isinstance(choices[0], dict) else {}
-        message = choice.get("message") or {}
-        calls = [_tool_call(c) for c in message.get("tool_calls") or [] if isinstance(c, dict)]
+        choice = obj(choices[0])
+        message = obj(choice.get("message"))
+        calls = [_tool_call(c) for c in items(message.get("tool_calls")) if isinstance(c, dict)]
         return Response(
-            id=body.get("id"),
-            model=body.get("model"),
+            id=optional_string(body.get("id")),
+            model=optional_string(body.get("model")),
             output=assistant_message(text_of(message.get("content")), _reasoning(message), calls),
             usage=_usage(body.get("usage")),
-            stop_reason=choice.get("finish_reason"),
+            stop_reason=optional_string(choice.get("finish_reason")),
             complete=True,
         )
 
@@ -81,13 +86,13 @@ def _message(raw: Any) -> Message:
         raise MalformedBody("a message is not an object with a role")
     role = raw["role"]
     if role == "tool":
-        return Message("tool", tool_results=[ToolResult(str(raw.get("tool_call_id") or ""), text_of(raw.get("content")))])
+        return Message("tool", tool_results=[ToolResult(ident(raw.get("tool_call_id")), text_of(raw.get("content")))])
     if role == "function":  # legacy functions API
-        return Message("tool", tool_results=[ToolResult(str(raw.get("name") or ""), text_of(raw.get("content")))])
-    calls = [_tool_call(c) for c in raw.get("tool_calls") or [] if isinstance(c, dict)]
+        return Message("tool", tool_results=[ToolResult(string(raw.get("name")), text_of(raw.get("content")))])
+    calls = [_tool_call(c) for c in items(raw.get("tool_calls")) if isinstance(c, dict)]
     if isinstance(raw.get("function_call"), dict):
         legacy = raw["function_call"]
-        calls.append(ToolCall(str(legacy.get("name") or ""), str(legacy.get("name") or ""), legacy.get("arguments") or ""))
+        calls.append(ToolCall(string(legacy.get("name")), string(legacy.get("name")), _arguments(legacy.get("arguments", ""))))
     return Message(role, text_of(raw.get("content")), _reasoning(raw), calls)
 
 
@@ -97,23 +102,30 @@ def _reasoning(message: dict[str, Any]) -> str:
 
 
 def _tool_call(raw: dict[str, Any]) -> ToolCall:
-    function = raw.get("function") or raw.get("custom") or {}
-    arguments = function.get("arguments", function.get("input", ""))
-    if not isinstance(arguments, str):
-        arguments = orjson.dumps(arguments).decode()
-    return ToolCall(str(raw.get("id") or ""), str(function.get("name") or ""), arguments, raw.get("type") or "function")
+    function = obj(raw.get("function") or raw.get("custom"))
+    arguments = _arguments(function.get("arguments", function.get("input", "")))
+    return ToolCall(ident(raw.get("id")), string(function.get("name")), arguments, string(raw.get("type")) or "function")
+
+
+def _arguments(value: Any) -> str:
+    return value if isinstance(value, str) else json_text(value)
 
 
 def _tool(raw: dict[str, Any]) -> ToolDef:
     function = raw.get("function") or raw.get("custom") or raw
-    return ToolDef(str(function.get("name") or raw.get("type") or ""), function.get("description") or "", function.get("parameters"))
+    function = function if isinstance(function, dict) else raw
+    return ToolDef(
+        string(function.get("name")) or string(raw.get("type")),
+        string(function.get("description")),
+        serialisable(function.get("parameters")),
+    )
 
 
 def _usage(raw: Any) -> Usage:
     if not isinstance(raw, dict):
         return Usage()
-    prompt_details = raw.get("prompt_tokens_details") or {}
-    completion_details = raw.get("completion_tokens_details") or {}
+    prompt_details = obj(raw.get("prompt_tokens_details"))
+    completion_details = obj(raw.get("completion_tokens_details"))
     return Usage(
         input_tokens=as_int(raw.get("prompt_tokens")),
         output_tokens=as_int(raw.get("completion_tokens")),
@@ -139,15 +151,15 @@ class _Stream(StreamAccumulator):
         if "error" in data:
             self.response.error = error_text(data["error"])
             return
-        self.response.id = self.response.id or data.get("id")
-        self.response.model = self.response.model or data.get("model")
+        self.response.id = self.response.id or optional_string(data.get("id"))
+        self.response.model = self.response.model or optional_string(data.get("model"))
         if isinstance(data.get("usage"), dict):
             self.response.usage = _usage(data["usage"])
-        for choice in data.get("choices") or []:
+        for choice in items(data.get("choices")):
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
-            self._delta(choice.get("delta") or {})
-            if choice.get("finish_reason"):
+            self._delta(obj(choice.get("delta")))
+            if string(choice.get("finish_reason")):
                 self.response.stop_reason = choice["finish_reason"]
 
     def _delta(self, delta: dict[str, Any]) -> None:
@@ -156,14 +168,15 @@ class _Stream(StreamAccumulator):
         reasoning = _reasoning(delta)
         if reasoning:
             self.reasoning.append(reasoning)
-        for piece in delta.get("tool_calls") or []:
+        for piece in items(delta.get("tool_calls")):
             if not isinstance(piece, dict):
                 continue
-            call = self.calls.setdefault(piece.get("index", len(self.calls)), {"id": "", "name": "", "arguments": [], "type": "function"})
-            call["id"] = piece.get("id") or call["id"]
-            call["type"] = piece.get("type") or call["type"]
-            function = piece.get("function") or {}
-            call["name"] = function.get("name") or call["name"]
+            index = as_int(piece.get("index"))
+            call = self.calls.setdefault(len(self.calls) if index is None else index, {"id": "", "name": "", "arguments": [], "type": "function"})
+            call["id"] = ident(piece.get("id")) or call["id"]
+            call["type"] = string(piece.get("type")) or call["type"]
+            function = obj(piece.get("function"))
+            call["name"] = string(function.get("name")) or call["name"]
             if isinstance(function.get("arguments"), str):
                 call["arguments"].append(function["arguments"])
 

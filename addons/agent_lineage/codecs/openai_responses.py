@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from ..model import Call, Message, Response, ToolCall, ToolDef, ToolResult, Usage, endpoint
 from ..sse import Event
 from .base import (
@@ -29,8 +27,15 @@ from .base import (
     assistant_message,
     error_text,
     event_object,
+    ident,
+    items,
+    json_text,
     keep_fields,
+    obj,
+    optional_string,
     response_object,
+    serialisable,
+    string,
     text_of,
 )
 
@@ -95,7 +100,7 @@ class OpenAIResponses(Codec):
             start += 1
         call.system = "\n".join(system)
         call.messages = items_to_messages(raw_input[start:])
-        call.tools = [_tool(t) for t in body.get("tools") or [] if isinstance(t, dict)]
+        call.tools = [_tool(t) for t in items(body.get("tools")) if isinstance(t, dict)]
         keep_fields(body, call, RESPONSES_FIELDS)
 
     def parse_response(self, body: Any) -> Response:
@@ -112,7 +117,7 @@ def items_to_messages(items: list[Any]) -> list[Message]:
     for item in items:
         if not isinstance(item, dict):
             raise MalformedBody("an input item is not an object")
-        kind = item.get("type") or "message"
+        kind = string(item.get("type")) or "message"
         role = item.get("role")
         if kind == "message" and role != "assistant":
             if not isinstance(role, str):
@@ -121,7 +126,7 @@ def items_to_messages(items: list[Any]) -> list[Message]:
             continue
         if kind in OUTPUT_ITEMS:
             target = _open_group(messages, "tool")
-            target.tool_results.append(ToolResult(str(item.get("call_id") or item.get("id") or ""), _output_text(item)))
+            target.tool_results.append(ToolResult(ident(item.get("call_id")) or ident(item.get("id")), _output_text(item)))
             continue
         if kind == "message":
             target = _open_group(messages, "assistant")
@@ -134,7 +139,7 @@ def items_to_messages(items: list[Any]) -> list[Message]:
             _open_group(messages, "assistant").tool_calls.append(_call(item, CALL_ITEMS[kind]))
         elif kind in SERVER_ITEMS:
             _open_group(messages, "assistant").tool_calls.append(
-                ToolCall(str(item.get("id") or ""), kind.removesuffix("_call"), orjson.dumps(item.get("action") or {}).decode(), "server")
+                ToolCall(ident(item.get("id")), kind.removesuffix("_call"), json_text(item.get("action") or {}), "server")
             )
         # Other item kinds (item_reference, compaction, ...) carry nothing we compare or report:
         # they open no Message (an empty assistant entry would thread like any other).
@@ -155,24 +160,24 @@ def _join(a: str, b: str) -> str:
 def _call(item: dict[str, Any], kind: str) -> ToolCall:
     arguments = item.get("arguments", item.get("input", item.get("action", "")))
     if not isinstance(arguments, str):
-        arguments = orjson.dumps(arguments).decode()
-    name = item.get("name") or kind
-    if item.get("namespace"):
+        arguments = json_text(arguments)
+    name = string(item.get("name")) or kind
+    if string(item.get("namespace")):
         name = f"{item['namespace']}.{name}"
-    return ToolCall(str(item.get("call_id") or item.get("id") or ""), str(name), arguments, kind)
+    return ToolCall(ident(item.get("call_id")) or ident(item.get("id")), name, arguments, kind)
 
 
 def _output_text(item: dict[str, Any]) -> str:
     output = item.get("output")
     if output is None and "tools" in item:  # tool_search_output lists the tools it found
-        return orjson.dumps(item["tools"]).decode()
+        return json_text(item["tools"])
     if isinstance(output, (str, list)):
         return text_of(output, ("input_text", "output_text", "text")) if isinstance(output, list) else output
-    return orjson.dumps(output).decode() if output is not None else ""
+    return json_text(output) if output is not None else ""
 
 
 def _tool(raw: dict[str, Any]) -> ToolDef:
-    return ToolDef(str(raw.get("name") or raw.get("type") or ""), raw.get("description") or "", raw.get("parameters"))
+    return ToolDef(string(raw.get("name")) or string(raw.get("type")), string(raw.get("description")), serialisable(raw.get("parameters")))
 
 
 def _usage(raw: Any) -> Usage:
@@ -181,26 +186,26 @@ def _usage(raw: Any) -> Usage:
     return Usage(
         input_tokens=as_int(raw.get("input_tokens")),
         output_tokens=as_int(raw.get("output_tokens")),
-        cache_read_tokens=as_int((raw.get("input_tokens_details") or {}).get("cached_tokens")),
-        reasoning_tokens=as_int((raw.get("output_tokens_details") or {}).get("reasoning_tokens")),
+        cache_read_tokens=as_int(obj(raw.get("input_tokens_details")).get("cached_tokens")),
+        reasoning_tokens=as_int(obj(raw.get("output_tokens_details")).get("reasoning_tokens")),
     )
 
 
 def _stop_reason(body: dict[str, Any]) -> str | None:
     status = body.get("status")
     details = body.get("incomplete_details")
-    if status == "incomplete" and isinstance(details, dict) and details.get("reason"):
+    if status == "incomplete" and isinstance(details, dict) and string(details.get("reason")):
         return f"incomplete: {details['reason']}"
     return status if isinstance(status, str) else None
 
 
-def _response(body: dict[str, Any], complete: bool, items: list[Any] | None = None) -> Response:
-    output = body.get("output") or items or []
-    messages = items_to_messages([i for i in output if isinstance(i, dict)])
+def _response(body: dict[str, Any], complete: bool, output_items: list[Any] | None = None) -> Response:
+    output = body.get("output") or output_items or []
+    messages = items_to_messages([i for i in items(output) if isinstance(i, dict)])
     message = next((m for m in messages if m.role == "assistant"), None)
     return Response(
-        id=body.get("id"),
-        model=body.get("model"),
+        id=optional_string(body.get("id")),
+        model=optional_string(body.get("model")),
         output=assistant_message(message.text, message.reasoning, message.tool_calls) if message else None,
         usage=_usage(body.get("usage")),
         stop_reason=_stop_reason(body),
@@ -234,23 +239,24 @@ class _Stream(StreamAccumulator):
         data = event_object(event)
         if data is None:
             return
-        kind = data.get("type") or event.event
+        kind = string(data.get("type")) or event.event
         if kind in self.TERMINAL:
-            self.final = data.get("response") or {}
+            self.final = obj(data.get("response"))
         elif kind in ("response.created", "response.in_progress"):
-            self.header = data.get("response") or self.header
+            self.header = obj(data.get("response")) or self.header
         elif kind in ("response.output_item.added", "response.output_item.done"):
             if isinstance(data.get("item"), dict):
-                index = data.get("output_index", len(self.items))
+                index = as_int(data.get("output_index"))
+                index = len(self.items) if index is None else index
                 self.items[index] = dict(data["item"])
                 if kind == "response.output_item.done":
                     for where in ("text", "arguments", "reasoning"):
                         self.pieces.pop((index, where), None)
         elif kind in DELTA_EVENTS:
             where, default_type = DELTA_EVENTS[kind]
-            index = data.get("output_index", 0)
+            index = as_int(data.get("output_index")) or 0
             self.items.setdefault(index, {"type": default_type})
-            self.pieces.setdefault((index, where), []).append(data.get("delta") or "")
+            self.pieces.setdefault((index, where), []).append(string(data.get("delta")))
         elif kind == "error":
             # {"type": "error", "code": ..., "message": ...}: the code names the error, not the type.
             self.error = error_text(data.get("error") or {k: v for k, v in data.items() if k != "type"})
@@ -261,14 +267,15 @@ class _Stream(StreamAccumulator):
             item, text = self.items[index], "".join(pieces)
             if where == "arguments":
                 key = "input" if item.get("type") == "custom_tool_call" else "arguments"
-                item[key] = (item.get(key) or "") + text
+                item[key] = string(item.get(key)) + text
                 continue
             if where == "text":
                 item.setdefault("role", "assistant")
-            parts = item.setdefault("content" if where == "text" else "summary", [])
+            key = "content" if where == "text" else "summary"
+            parts = item[key] = [p for p in items(item.get(key)) if isinstance(p, dict)]
             if not parts:
                 parts.append({"type": "output_text" if where == "text" else "summary_text", "text": ""})
-            parts[-1]["text"] = (parts[-1].get("text") or "") + text
+            parts[-1]["text"] = string(parts[-1].get("text")) + text
         self.pieces.clear()
 
     @property
