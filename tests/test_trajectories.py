@@ -185,19 +185,22 @@ def test_a_file_from_an_earlier_run_is_continued_live_and_replaced_offline(tmp_p
     assert steps_in(tmp_path / BASE) == 3
 
 
-def test_a_session_id_that_would_leave_the_directory_is_refused(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_session_id_never_leads_outside_the_directory(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A path in an id is not a path in its file name (it is named by a digest); a symlink
+    planted in the directory is refused, once."""
     directory = tmp_path / "traces"
-    (directory / "trajectory-a").mkdir(parents=True)  # so that a/../../x resolves
+    (directory / "trajectory-a").mkdir(parents=True)  # so that a/../../x would resolve
     outside = tmp_path / "outside.json"
     (directory / "trajectory-link.json").symlink_to(outside)
     files = TrajectoryFiles(directory)
     with caplog.at_level(logging.ERROR, logger="agent_lineage"):
-        for session in ("a/../../escape", "link", "a/../../escape"):
+        for session in ("a/../../escape", "link", "link"):
             assert files.add(agent_call(1, session=session, agent=session, new_turn=True, user="x")) is None
     files.close()
     assert not outside.exists() and not (tmp_path / "escape.json").exists()
-    assert files.written == {}
-    assert len([r for r in caplog.records if "refusing" in r.message]) == 2  # once per session
+    assert [p.parent for p in files.written] == [directory.resolve()]
+    assert orjson.loads(next(iter(files.written)).read_bytes())["session_id"] == "a/../../escape"
+    assert len([r for r in caplog.records if "refusing" in r.message]) == 1  # once per session
 
 
 def test_the_directory_is_created(tmp_path: Path) -> None:

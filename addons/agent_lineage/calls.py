@@ -113,7 +113,11 @@ class ResponseReader:
         HTTP body may still be on its way); None before that, and for JSON bodies."""
         if self._mode != "sse" or self.problem or not self._stream.finished:
             return None
-        return self._stream.result()
+        try:
+            return self._stream.result()
+        except Exception as e:  # an answer we cannot read: `finish` records the problem
+            self.problem = f"unreadable response body: {e}"
+            return None
 
     def finish(self, t_end: float | None, error: str | None = None) -> Call:
         """Fill in the response half of the call; `error` is a transport failure, if any."""

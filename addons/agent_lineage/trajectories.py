@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import queue
+import re
 import threading
 import time
 from collections.abc import Iterable
@@ -29,13 +30,25 @@ from pathlib import Path
 import orjson
 
 from .atif import TrajectoryBuilder
+from .ids import digest
 from .model import Call
 
 log = logging.getLogger("agent_lineage")
 
 
+# File names stop at 255 bytes: a longer id (Dynamo allows 256) is named by a prefix and a digest.
+MAX_ID_IN_FILE_NAME = 128
+_NOT_IN_FILE_NAMES = re.compile(r"[^A-Za-z0-9._:@+=~-]")
+
+
 def trajectory_file_name(session_id: str, part: int = 1) -> str:
-    return f"trajectory-{session_id}.json" if part == 1 else f"trajectory-{session_id}.{part}.json"
+    """`trajectory-<id>.json` (part 1) or `trajectory-<id>.<part>.json`, where <id> is the session
+    id itself when it is short and safe, else its first 64 safe characters, `~` and a digest of
+    the whole id (the full id is in the file, as its `session_id`)."""
+    name = session_id
+    if len(name) > MAX_ID_IN_FILE_NAME or _NOT_IN_FILE_NAMES.search(name) or name.startswith("."):
+        name = f"{_NOT_IN_FILE_NAMES.sub('_', session_id)[:64]}~{digest(session_id)}"
+    return f"trajectory-{name}.json" if part == 1 else f"trajectory-{name}.{part}.json"
 
 
 class TrajectoryFiles:

@@ -45,8 +45,14 @@ from .base import (
     as_int,
     assistant_message,
     event_object,
+    ident,
+    items,
+    json_text,
     keep_fields,
+    optional_string,
     require_list,
+    serialisable,
+    string,
 )
 
 _PATH = re.compile(r"/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent|countTokens)$")
@@ -78,13 +84,13 @@ class Gemini(Codec):
         call.messages = contents_messages(require_list(body, "contents"))
         call.tools = [
             ToolDef(
-                str(d.get("name") or ""),
-                str(d.get("description") or ""),
-                _get(d, "parametersJsonSchema") or _get(d, "parameters"),
+                string(d.get("name")),
+                string(d.get("description")),
+                serialisable(_get(d, "parametersJsonSchema") or _get(d, "parameters")),
             )
-            for tool in _get(body, "tools") or []
+            for tool in items(_get(body, "tools"))
             if isinstance(tool, dict)
-            for d in _get(tool, "functionDeclarations") or []
+            for d in items(_get(tool, "functionDeclarations"))
             if isinstance(d, dict)
         ]
         config = _get(body, "generationConfig")
@@ -94,7 +100,7 @@ class Gemini(Codec):
                 call.fields["max_tokens"] = limit
             schema = _get(config, "responseJsonSchema") or _get(config, "responseSchema")
             if schema is not None or _get(config, "responseMimeType") == "application/json":
-                call.fields["response_format"] = {"type": "json_schema", "schema": schema}
+                call.fields["response_format"] = {"type": "json_schema", "schema": serialisable(schema)}
         keep_fields(body, call, ("generationConfig", "toolConfig", "cachedContent", "labels"))
 
     def parse_response(self, body: Any) -> Response:
@@ -139,7 +145,7 @@ def call_id(name: str, args: Any, ordinal: int) -> str:
     """The id of a function call that has none: stable across the request that resends it."""
     digest = hashlib.blake2b(digest_size=10)
     digest.update(name.encode())
-    digest.update(b"\0" + orjson.dumps(args, option=orjson.OPT_SORT_KEYS) + b"\0" + str(ordinal).encode())
+    digest.update(b"\0" + orjson.dumps(serialisable(args), option=orjson.OPT_SORT_KEYS) + b"\0" + str(ordinal).encode())
     return "gemini-" + digest.hexdigest()
 
 
@@ -161,7 +167,7 @@ def contents_messages(contents: list[Any]) -> list[Message]:
 
 def _message(raw: dict[str, Any], open_calls: list[ToolCall], given: dict[str, str]) -> tuple[Message, dict[str, str]]:
     """One content as a Message, and its calls' ids by the `id` the client gave them."""
-    role = ROLES.get(raw.get("role") or "user", "user")
+    role = ROLES.get(string(raw.get("role")) or "user", "user")
     parts = raw.get("parts")
     if isinstance(parts, dict):
         parts = [parts]
@@ -187,23 +193,23 @@ def _message(raw: dict[str, Any], open_calls: list[ToolCall], given: dict[str, s
         elif isinstance(_get(part, "inlineData"), dict) or isinstance(_get(part, "fileData"), dict):
             texts.append("[file]")
         elif isinstance(code := _get(part, "executableCode"), dict):
-            texts.append(str(code.get("code") or ""))
+            texts.append(string(code.get("code")))
         elif isinstance(outcome := _get(part, "codeExecutionResult"), dict):
-            texts.append(str(outcome.get("output") or ""))
+            texts.append(string(outcome.get("output")))
     return Message(role, "\n".join(texts), "\n".join(reasoning), calls, results), ids
 
 
 def _tool_call(raw: dict[str, Any], earlier: list[ToolCall]) -> ToolCall:
-    name = str(raw.get("name") or "")
+    name = string(raw.get("name"))
     args = raw.get("args") or {}
     ordinal = sum(1 for c in earlier if c.name == name)
-    return ToolCall(call_id(name, args, ordinal), name, orjson.dumps(args).decode())
+    return ToolCall(call_id(name, args, ordinal), name, json_text(args))
 
 
 def _tool_result(
     raw: dict[str, Any], open_calls: list[ToolCall], given: dict[str, str], answered: dict[str, int]
 ) -> ToolResult:
-    name = str(raw.get("name") or "")
+    name = string(raw.get("name"))
     if isinstance(raw.get("id"), str) and raw["id"] in given:
         identifier = given[raw["id"]]
     else:
@@ -216,7 +222,7 @@ def _tool_result(
     if isinstance(response, dict) and set(response) in ({"output"}, {"error"}) and isinstance(next(iter(response.values())), str):
         content = next(iter(response.values()))  # the common {"output": text} wrapper
     else:
-        content = orjson.dumps(response).decode() if response is not None else ""
+        content = json_text(response) if response is not None else ""
     return ToolResult(identifier, content, is_error)
 
 
@@ -243,10 +249,10 @@ def _usage(raw: Any, usage: Usage) -> Usage:
 
 def _error_text(error: Any) -> str:
     if isinstance(error, dict):
-        kind = error.get("status") or error.get("code") or "error"
-        message = error.get("message") or ""
-        return f"{kind}: {message}" if message else str(kind)
-    return str(error)
+        kind = ident(error.get("status")) or ident(error.get("code")) or "error"
+        message = string(error.get("message"))
+        return f"{kind}: {message}" if message else kind
+    return error if isinstance(error, str) else json_text(error)
 
 
 class _Stream(StreamAccumulator):
@@ -267,14 +273,14 @@ class _Stream(StreamAccumulator):
             self.response.error = _error_text(data["error"])
             self.response.complete = True
             return
-        self.response.id = _get(data, "responseId") or self.response.id
-        self.response.model = _get(data, "modelVersion") or self.response.model
+        self.response.id = optional_string(_get(data, "responseId")) or self.response.id
+        self.response.model = optional_string(_get(data, "modelVersion")) or self.response.model
         self.response.usage = _usage(_get(data, "usageMetadata"), self.response.usage)
         candidates = data.get("candidates")
         if not isinstance(candidates, list) or not candidates or not isinstance(candidates[0], dict):
             feedback = _get(data, "promptFeedback")
-            if isinstance(feedback, dict) and _get(feedback, "blockReason"):
-                self.response.stop_reason = str(_get(feedback, "blockReason"))
+            if isinstance(feedback, dict) and ident(_get(feedback, "blockReason")):
+                self.response.stop_reason = ident(_get(feedback, "blockReason"))
                 self.response.complete = True
             return
         candidate = candidates[0]  # clients ask for one candidate
@@ -283,8 +289,8 @@ class _Stream(StreamAccumulator):
         for part in parts if isinstance(parts, list) else []:
             if isinstance(part, dict):
                 self.parts.append(part)
-        if reason := _get(candidate, "finishReason"):
-            self.response.stop_reason = str(reason)
+        if reason := ident(_get(candidate, "finishReason")):
+            self.response.stop_reason = reason
             self.response.complete = True
 
     @property
