@@ -11,12 +11,12 @@ import json
 from pathlib import Path
 
 import pytest
+from lineage_tools import corpus, scoring
+from lineage_tools.scoring import PRF, Prediction
 
-from agent_lineage import corpus, scoring
 from agent_lineage.lineage import PARENT_HEADER, SESSION_HEADER
 from agent_lineage.offline import read_flows
 from agent_lineage.model import Scope
-from agent_lineage.scoring import PRF, Prediction
 from conftest import FIXTURES
 
 

@@ -28,10 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .lineage import PARENT_HEADER, SESSION_HEADER
-from .model import Call, Exchange, Scope
-from .offline import read_flows, replay
-from .pipeline import Outcome, Pipeline, Settings
+from agent_lineage.lineage import PARENT_HEADER, SESSION_HEADER
+from agent_lineage.model import Call, Exchange, Scope
+from agent_lineage.offline import read_flows, replay
+from agent_lineage.pipeline import Outcome, Pipeline
+from agent_lineage.settings import Settings
 
 
 @dataclass(slots=True)

@@ -4,9 +4,9 @@ Accuracy is measured, not assumed: this generator imitates how Claude Code, Code
 the OpenAI SDKs talk to their LLM endpoint (REFERENCE.md and the real recordings in
 tests/fixtures), runs many sessions at once on a simulated clock, and saves what a proxy would
 have saved (`NAME.mitm`) with the ground truth beside it (`NAME.truth.json`, the same format as
-the real recordings' labels), so one scorer (`agent_lineage.scoring`) handles both.
+the real recordings' labels), so one scorer (`lineage_tools.scoring`) handles both.
 
-    python -m agent_lineage.corpus --out DIR --style claude|codex|sdk|all --sessions N --seed S [--strip-ids]
+    python -m lineage_tools.corpus --out DIR --style claude|codex|sdk|all --sessions N --seed S [--strip-ids]
 
 Client styles:
 - claude: Anthropic Messages SSE with Claude Code's headers, billing block, mid-conversation
@@ -1519,7 +1519,7 @@ def write_corpus(wires: list[Wire], out_dir: Path, name: str, style: str, strip_
         "file": flows_path.name,
         "recording": name,
         "client": style,
-        "generator": {"module": "agent_lineage.corpus", "strip_ids": strip_ids},
+        "generator": {"module": "lineage_tools.corpus", "strip_ids": strip_ids},
         "flow_order": "sorted by request.timestamp_start",
         "summary": summarize(labels),
         "checks": [],
@@ -1561,7 +1561,7 @@ def iter_styles(choice: str) -> Iterator[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m agent_lineage.corpus", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m lineage_tools.corpus", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="directory for NAME.mitm and NAME.truth.json")
     parser.add_argument("--style", choices=(*STYLES, "all"), default="all")
     parser.add_argument("--sessions", type=int, default=8, help="sessions running at once")
