@@ -23,7 +23,6 @@ import signal
 import socket
 import struct
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -31,8 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from conftest import Mitmdump, free_port
+
 ROOT = Path(__file__).resolve().parent.parent
-ADDON = ROOT / "addons" / "lineage.py"
 REDIRECT = Path(__file__).resolve().parent / "upstream_redirect.py"
 AGENT_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "agents"
 
@@ -236,102 +236,38 @@ def _answer_nxdomain(sock: socket.socket, query: bytes, peer: Any) -> None:
         sock.sendto(query[:2] + struct.pack(">HHHHH", flags, 1, 0, 0, 0) + question, peer)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 20.0, process: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode} before listening on {port}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
-
-
 # --- mitmdump in front of the upstream -------------------------------------------------------
 
-STARTUP_ERRORS = ("Addon error", "Error logged during startup", "error in script", "Traceback")
-
-
-class Proxy:
-    """`mitmdump -s addons/lineage.py` in `network`, reverse (to the upstream) or forward (the
-    CLI's HTTPS proxy; the real API hosts rewritten to the upstream). Saves its flows (-w), every
-    call (lineage_calls_log) and the trajectories (lineage_dir) under `workdir`."""
+class Proxy(Mitmdump):
+    """The addon's mitmdump in `network`, reverse (to the upstream) or forward (the CLI's HTTPS
+    proxy; the real API hosts rewritten to the upstream). Saves its flows (-w), every call
+    (lineage_calls_log) and the trajectories (lineage_dir) under `workdir`."""
 
     def __init__(self, workdir: Path, network: Network, mode: str, upstream_port: int, redirect_hosts: str = "") -> None:
-        self.workdir = workdir
         self.mode = mode
-        self.port = network.call(free_port)
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.confdir = workdir / "mitmproxy-conf"
         self.flows = workdir / "flows.mitm"
         self.calls = workdir / "calls.jsonl"
         self.traces = workdir / "traces"
-        self.log_path = workdir / "mitmdump.log"
         upstream = f"127.0.0.1:{upstream_port}"
-        command = [
-            *network.prefix(),
-            str(Path(sys.executable).parent / "mitmdump"),
-            "--listen-host", "127.0.0.1",
-            "--listen-port", str(self.port),
-            "--set", f"confdir={self.confdir}",
-            "--set", "termlog_verbosity=info",
-            "--set", "flow_detail=0",
-            "-w", str(self.flows),
-        ]  # fmt: skip
+        args = ["-w", str(self.flows)]
         if mode == "reverse":
-            command += ["--mode", f"reverse:http://{upstream}"]
+            mitm_mode = f"reverse:http://{upstream}"
         else:
-            command += [
-                "--mode", "regular",
+            mitm_mode = "regular"
+            args += [
                 "--set", "connection_strategy=lazy",
                 "--set", "upstream_cert=false",
                 "-s", str(REDIRECT),
                 "--set", f"redirect_to={upstream}",
             ]  # fmt: skip
             if redirect_hosts:
-                command += ["--set", f"redirect_hosts={redirect_hosts}"]
-        command += [
-            "-s", str(ADDON),
-            "--set", f"lineage_dir={self.traces}",
-            "--set", f"lineage_calls_log={self.calls}",
-        ]  # fmt: skip
-        self.log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(command, cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT)
-        try:
-            network.call(lambda: wait_for_port(self.port, process=self.process))
-            # mitmdump listens before it loads scripts, and exits when a script or option fails.
-            time.sleep(0.5)
-            if self.process.poll() is not None or any(e in self.output() for e in STARTUP_ERRORS):
-                raise RuntimeError("mitmdump failed to start")
-        except Exception:
-            self.stop()
-            raise RuntimeError(self.output()) from None
+                args += ["--set", f"redirect_hosts={redirect_hosts}"]
+        args += ["--set", f"lineage_dir={self.traces}", "--set", f"lineage_calls_log={self.calls}"]
+        super().__init__(workdir, mitm_mode, *args, prefix=network.prefix(), port=network.call(free_port))
 
     @property
     def ca_cert(self) -> Path:
         return self.confdir / "mitmproxy-ca-cert.pem"
-
-    def output(self) -> str:
-        if not self.log.closed:
-            self.log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        """Stop mitmdump (flows, calls and trajectories are complete once it has exited)."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
 
     def read_calls(self) -> list[dict]:
         if not self.calls.exists():

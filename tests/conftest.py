@@ -1,4 +1,4 @@
-"""Shared fixtures: a real mitmdump running addons/lineage.py, and a local upstream behind it."""
+"""Shared test helpers: a real mitmdump running the addon (the one way tests start it), free ports."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ADDON = ROOT / "addons" / "lineage.py"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 sys.path.insert(0, str(ROOT / "addons"))
+sys.path.insert(0, str(ROOT / "tools"))
 
 
 def free_port() -> int:
@@ -37,38 +38,65 @@ def wait_for_port(port: int, process: subprocess.Popen | None = None, timeout: f
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
 
 
-class Mitmdump:
-    """A real `mitmdump -s addons/lineage.py` subprocess on 127.0.0.1."""
+READY = "agent-lineage: ready"  # the addon's info line once mitmdump runs with it loaded
+STARTUP_ERRORS = ("Addon error", "Error logged during startup", "error in script", "Traceback")
 
-    def __init__(self, workdir: Path, mode: str, *args: str, addon: bool = True) -> None:
+
+class Mitmdump:
+    """A real mitmdump subprocess on 127.0.0.1 with the addon loaded (unless `addon=False`),
+    started once it listens and, with the addon, once the addon says it is ready.
+
+    `command` replaces `mitmdump -s ADDON` (an installed package's programs); `prefix` runs it
+    inside another network namespace (then `port` is one free there)."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        mode: str,
+        *args: str,
+        addon: bool = True,
+        command: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        prefix: list[str] | None = None,
+        port: int | None = None,
+        ready_timeout: float = 30.0,
+    ) -> None:
         self.workdir = workdir
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / f"mitmdump-{self.port}.log"
         self.confdir = workdir / "mitmproxy-conf"
-        command = [
-            str(Path(sys.executable).parent / "mitmdump"),
+        self.addon = addon
+        program = command or [str(Path(sys.executable).parent / "mitmdump"), *(["-s", str(ADDON)] if addon else [])]
+        argv = [
+            *(prefix or []),
+            *program,
             "--mode", mode,
             "--listen-host", "127.0.0.1",
             "--listen-port", str(self.port),
             "--set", f"confdir={self.confdir}",
-            "--set", "termlog_verbosity=warn",
+            "--set", "termlog_verbosity=info",
             "--set", "flow_detail=0",
-        ]
-        if addon:
-            command += ["-s", str(ADDON)]
-        command += list(args)
+            *args,
+        ]  # fmt: skip
         self.log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(command, cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(argv, cwd=workdir, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         try:
-            wait_for_port(self.port, self.process)
-            # mitmdump listens before it loads scripts, and exits when a script fails to load.
-            time.sleep(0.3)
-            if self.process.poll() is not None or "error in script" in self.output():
-                raise RuntimeError("mitmdump failed to start")
+            self._wait_ready(ready_timeout)
         except Exception:
             self.stop()
             raise RuntimeError(self.output()) from None
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            output = self.output()
+            if self.process.poll() is not None or any(e in output for e in STARTUP_ERRORS):
+                raise RuntimeError("mitmdump failed to start")
+            if f"listening at 127.0.0.1:{self.port}" in output and (READY in output or not self.addon):
+                return
+            time.sleep(0.05)
+        raise TimeoutError("mitmdump did not get ready")
 
     def output(self) -> str:
         if not self.log.closed:
@@ -76,13 +104,14 @@ class Mitmdump:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, kill: bool = False) -> int | None:
+        """Stop mitmdump (flows, calls and trajectories are complete once it has exited)."""
         if self.process.poll() is None:
             if kill:
                 self.process.kill()
             else:
                 self.process.terminate()
             try:
-                self.process.wait(timeout=15)
+                self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()

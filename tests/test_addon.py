@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import re
+import time
 from pathlib import Path
 
 import orjson
@@ -124,7 +126,8 @@ def test_client_lineage_is_respected_by_default_and_overridable(addon):
     assert flow.request.headers.get_all("x-dynamo-parent-session-id") == ["root-1"]
 
     addon.tctx.configure(addon, lineage_client_headers="override")
-    flow = tflow.tflow(req=llm_request("/v1/chat/completions", body, sent, t=2000))
+    fresh = {"model": "gpt-x", "messages": [{"role": "user", "content": "a new conversation"}]}
+    flow = tflow.tflow(req=llm_request("/v1/chat/completions", fresh, sent, t=2000))
     addon.request(flow)
     assert flow.request.headers.get_all("x-dynamo-session-id")[0].startswith("sess-")
     assert flow.request.headers.get_all("x-dynamo-parent-session-id") == []
@@ -265,7 +268,11 @@ def test_secrets_are_blanked_in_the_flow_once_forwarded_and_never_logged(addon, 
 
 
 def test_bad_option_values_are_rejected(addon, tmp_path):
-    for option, value in (("lineage_write_interval", "-1"), ("lineage_turn_gap", "0"), ("lineage_session_ttl", "soon"), ("lineage_turn_gap", "nan")):
+    bad_values = (
+        ("lineage_write_interval", "-1"), ("lineage_write_interval", "inf"), ("lineage_turn_gap", "0"),
+        ("lineage_session_ttl", "soon"), ("lineage_turn_gap", "nan"), ("lineage_session_ttl", "inf"),
+    )  # fmt: skip
+    for option, value in bad_values:
         with pytest.raises(exceptions.OptionsError, match=option):
             addon.tctx.configure(addon, **{option: value})
     bad = tmp_path / "harness.yaml"
@@ -350,3 +357,96 @@ def test_stream_large_bodies_is_warned_about(addon, caplog):
     with caplog.at_level(logging.WARNING, logger="agent_lineage"):
         addon.tctx.configure(addon, stream_large_bodies="1k")
     assert "go unstamped and unrecorded" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("clients:\n  - claude-code\n", "`clients` must be a dict, got list"),
+        ("clients:\n  x:\n    rooot:\n      - {header: a}\n", "unknown key 'rooot'"),
+        ("sides: []\n", "unknown key 'sides'"),
+        ("clients:\n  x: [1]\n", "client 'x' must be a mapping"),
+    ],
+    ids=["clients-as-list", "misspelt-client-key", "misspelt-top-key", "client-not-mapping"],
+)
+def test_harness_file_shape_is_checked_with_a_clear_message(addon, tmp_path, text, message):
+    bad = tmp_path / "harness.yaml"
+    bad.write_text(text)
+    with pytest.raises(exceptions.OptionsError, match=re.escape(message)):
+        addon.tctx.configure(addon, lineage_harness_file=str(bad))
+
+
+def test_options_change_in_place_and_sessions_survive(addon, tmp_path):
+    """Changing tracker options at run time keeps the sessions: no `.2.json` continuation file."""
+    first = {"model": "gpt-x", "messages": [{"role": "user", "content": "hello"}]}
+    run(addon, tflow.tflow(req=llm_request("/v1/chat/completions", first), resp=json_response(CHAT_REPLY)))
+    tracker = addon.pipeline.tracker
+    addon.tctx.configure(addon, lineage_turn_gap="60", lineage_session_ttl="7200", lineage_write_interval="0")
+    assert addon.pipeline.tracker is tracker
+    assert (tracker.settings.turn_gap_seconds, tracker.settings.session_ttl_seconds) == (60.0, 7200.0)
+    assert addon.writer.write_interval == 0.0
+    second = {
+        "model": "gpt-x",
+        "messages": [*first["messages"], {"role": "assistant", "content": "hi there"}, {"role": "user", "content": "and now?"}],
+    }
+    flow = tflow.tflow(req=llm_request("/v1/chat/completions", second, t=1010), resp=json_response(CHAT_REPLY, t=1011))
+    run(addon, flow)
+    addon.done()
+    files = sorted(p.name for p in (tmp_path / "traces").iterdir())
+    assert files == [f"trajectory-{flow.request.headers['x-dynamo-session-id']}.json"]
+    document = orjson.loads((tmp_path / "traces" / files[0]).read_bytes())
+    assert [s["source"] for s in document["steps"]] == ["user", "agent", "user", "agent"]
+
+
+def test_a_new_trajectory_directory_replaces_only_the_writer(addon, tmp_path):
+    pipeline = addon.pipeline
+    addon.tctx.configure(addon, lineage_dir=str(tmp_path / "elsewhere"))
+    assert addon.pipeline is pipeline and addon.writer.files.directory == tmp_path / "elsewhere"
+    run(addon, tflow.tflow(req=llm_request("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "x"}]}), resp=json_response(CHAT_REPLY)))
+    addon.done()
+    assert len(list((tmp_path / "elsewhere").glob("trajectory-*.json"))) == 1
+
+
+def test_live_and_offline_agree_on_a_subagent_that_overtakes_its_parents_stream_end(addon, tmp_path):
+    """The answered moment is recorded in the flow, so offline replays the child after the parent's
+    answer but before its stream's end, exactly as live."""
+    from mitmproxy.io import FlowWriter
+
+    from agent_lineage.driver import ANSWERED_KEY
+    from agent_lineage.offline import read_flows, replay
+    from agent_lineage.pipeline import CallLog, Pipeline
+
+    task = "Summarise the changes in the billing module"
+    call = {"id": "call_1", "type": "function", "function": {"name": "delegate", "arguments": json.dumps({"task": task})}}
+    events = [
+        b'data: {"id":"c2","choices":[{"index":0,"delta":{"role":"assistant","tool_calls":[%s]}}]}\n\n' % json.dumps({"index": 0, **call}).encode(),
+        b'data: {"id":"c2","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}\n\ndata: [DONE]\n\n',
+    ]
+    now = time.time()
+    body = {"model": "gpt-x", "stream": True, "messages": [{"role": "user", "content": "plan the release"}]}
+    parent = tflow.tflow(req=llm_request("/v1/chat/completions", body, t=now))
+    parent.response = tutils.tresp(headers=Headers([(b"content-type", b"text/event-stream")]), content=None, timestamp_start=now + 0.1)
+    addon.request(parent)
+    addon.responseheaders(parent)
+    for chunk in events:
+        parent.response.stream(chunk)
+    child_body = {"model": "gpt-x", "messages": [{"role": "system", "content": "helper"}, {"role": "user", "content": task}]}
+    child = tflow.tflow(req=llm_request("/v1/chat/completions", child_body, t=time.time()), resp=json_response(CHAT_REPLY, t=time.time() + 0.2))
+    run(addon, child)
+    parent.response.stream(b"")
+    parent.response.timestamp_end = time.time() + 0.5
+    addon.response(parent)
+    assert isinstance(parent.metadata[ANSWERED_KEY], float)
+    live = {c["exchange_id"]: c["scope"] for c in logged_calls(tmp_path)}
+    assert live[child.id]["parent_id"] == live[parent.id]["agent_id"]
+
+    saved = tmp_path / "flows.mitm"
+    with open(saved, "wb") as f:
+        writer = FlowWriter(f)
+        for flow in (parent, child):  # in completion order, as mitmdump -w writes them
+            writer.add(flow)
+    offline_log = CallLog(tmp_path / "offline.jsonl")
+    replay(read_flows(saved), Pipeline(sinks=[offline_log]))
+    offline_log.close()
+    offline = {c["exchange_id"]: c["scope"] for c in map(orjson.loads, (tmp_path / "offline.jsonl").read_bytes().splitlines())}
+    assert offline == live

@@ -32,7 +32,8 @@ import pytest
 
 from agent_lineage.demo.upstream import DemoUpstream
 from agent_lineage.offline import read_flows, replay
-from agent_lineage.pipeline import Pipeline, Settings
+from agent_lineage.pipeline import Pipeline
+from agent_lineage.settings import Settings
 from agent_lineage.shape import diff_shapes, shape_of
 from agent_lineage.trajectories import TrajectoryFiles
 from agent_lineage.validate import validate_trajectory

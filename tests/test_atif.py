@@ -13,7 +13,8 @@ import pytest
 from agent_lineage import offline
 from agent_lineage.atif import TrajectoryBuilder, agent_identity, iso_timestamp
 from agent_lineage.model import Call, Message, Response, Scope, ToolCall, ToolResult, Usage
-from agent_lineage.pipeline import Pipeline, Settings
+from agent_lineage.pipeline import Pipeline
+from agent_lineage.settings import Settings
 from agent_lineage.validate import validate_trajectory
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

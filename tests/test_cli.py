@@ -13,7 +13,8 @@ import pytest
 
 from agent_lineage import offline
 from agent_lineage.cli import ProgressBar, main
-from agent_lineage.pipeline import Pipeline, Settings
+from agent_lineage.pipeline import Pipeline
+from agent_lineage.settings import Settings
 from agent_lineage.trajectories import TrajectoryWriter
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

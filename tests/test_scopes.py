@@ -10,7 +10,8 @@ import pytest
 from agent_lineage.ids import MAX_ID_BYTES, sanitize_id
 from agent_lineage.lineage import PARENT_HEADER, SESSION_HEADER
 from agent_lineage.model import Exchange
-from agent_lineage.pipeline import Pipeline, Settings
+from agent_lineage.pipeline import Pipeline
+from agent_lineage.settings import Settings
 
 CLAUDE = "262845dd-f4af-48ab-b1f9-c617cf26c84a"
 SDK_UA = "my-agent-app/1.0"

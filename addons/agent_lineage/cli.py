@@ -1,4 +1,5 @@
-"""`agent-lineage`: turn saved flows into trajectories; check, summarise and compare trajectories.
+"""`agent-lineage`: run the proxy, turn saved flows into trajectories; check, summarise and
+compare trajectories.
 
 Each subcommand is one `cmd_<name>(args) -> int` function plus one entry in `build_parser()`.
 Exit codes: 0 ok, 1 an invalid trajectory, a difference or a replay miss, 2 a usage or input error.
@@ -13,14 +14,18 @@ from typing import Any, TextIO
 
 import orjson
 
+from . import __version__, addon_path
 from .harness import HarnessTableError
-from .pipeline import CallLog, CallSink, Pipeline, Settings
-from .settings import DEFAULTS
-from .shape import diff_shapes, shape_of, summary_lines
+from .pipeline import CallLog, CallSink, Pipeline
+from .settings import DEFAULTS, Settings
+from .shape import diff_shapes, plural, shape_of, summary_lines
 from .trajectories import TrajectoryFiles
 from .validate import validate_trajectory
 
 OK, INVALID, USAGE = 0, 1, 2
+def exit_codes(one: str | None) -> str:
+    return f"exit status: 0 ok, {f'1 {one}, ' if one else ''}2 a usage or input error"
+
 BAR_WIDTH = 30
 
 
@@ -29,6 +34,9 @@ class InputError(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["proxy"] and argv[1:2] not in (["-h"], ["--help"]):
+        return cmd_proxy(argparse.Namespace(command="proxy", mitmdump_args=argv[1:]))  # all of it is mitmdump's
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -37,17 +45,52 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except InputError as e:
-        print(f"agent-lineage {args.command}: error: {e}", file=sys.stderr)
+        error(args.command, str(e))
         return USAGE
+
+
+def error(command: str, message: str) -> None:
+    """Every subcommand reports problems the same way: `agent-lineage CMD: error: ...` on stderr."""
+    print(f"agent-lineage {command}: error: {message}", file=sys.stderr)
+
+
+def warn(command: str, message: str) -> None:
+    print(f"agent-lineage {command}: warning: {message}", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="agent-lineage", description="Agent sessions, turns and subagents from LLM traffic, as ATIF v1.7 trajectories."
+        prog="agent-lineage",
+        description="Agent sessions, turns and subagents from LLM traffic: Dynamo lineage headers and ATIF v1.7 trajectories.",
+        epilog=exit_codes("an invalid trajectory or a difference"),
     )
+    parser.add_argument("--version", action="version", version=f"agent-lineage {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    convert = commands.add_parser("convert", help="write the trajectories of saved flows (mitmdump -w), as the live addon would")
+    def command(name: str, summary: str, description: str, one: str | None = None) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name, help=summary, description=description, epilog=exit_codes(one), formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+
+    proxy = command(
+        "proxy",
+        "run mitmdump with the addon loaded; the arguments go to mitmdump",
+        "Runs `mitmdump -s <addon> ARGS...`: the same as giving mitmdump the path `agent-lineage addon-path`\n"
+        "prints. Example: agent-lineage proxy --mode reverse:https://api.anthropic.com@8080",
+        one="or other: mitmdump's own",
+    )
+    proxy.add_argument("mitmdump_args", nargs=argparse.REMAINDER, metavar="ARGS", help="mitmdump's arguments (mitmdump --help)")
+    proxy.set_defaults(run=cmd_proxy)
+
+    path = command("addon-path", "print the path of the addon file to give `mitmdump -s` (or mitmweb)", "Prints the addon's path: mitmdump -s \"$(agent-lineage addon-path)\"")
+    path.set_defaults(run=cmd_addon_path)
+
+    convert = command(
+        "convert",
+        "write the trajectories of saved flows (mitmdump -w), as the live addon would",
+        "Replays saved flows through the same pipeline as the live addon, in traffic order, and writes one\n"
+        "trajectory per root session. A truncated file (what a killed mitmdump leaves) is read up to where it stops.",
+    )
     convert.add_argument("flows", nargs="+", metavar="FLOWS.mitm", help="saved flow files, replayed together in traffic order")
     convert.add_argument(
         "-o", "--output", required=True, metavar="DIR", help="directory for trajectory-<session>.json (files of the same sessions are replaced)"
@@ -76,27 +119,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.set_defaults(run=cmd_convert)
 
-    validate = commands.add_parser("validate", help="check trajectory files against ATIF v1.7 (official models and the stricter spec rules)")
+    validate = command(
+        "validate",
+        "check trajectory files against ATIF v1.7 (official models and the stricter spec rules)",
+        "Prints `FILE: ok` or one line per problem, led by its JSON path.",
+        one="a file is not a valid trajectory",
+    )
     validate.add_argument("files", nargs="+", metavar="FILE")
     validate.set_defaults(run=cmd_validate)
 
-    summary = commands.add_parser("summary", help="the shape of a trajectory: agents, turns, steps, tools, tokens, side requests")
+    summary = command("summary", "the shape of a trajectory: agents, turns, steps, tools, tokens, side requests", "The terminal view of one trajectory.")
     summary.add_argument("file", metavar="FILE")
     summary.set_defaults(run=cmd_summary)
 
-    diff = commands.add_parser("diff", help="structural differences of two trajectories, ignoring ids, timestamps and latencies")
+    diff = command(
+        "diff",
+        "structural differences of two trajectories, ignoring ids, timestamps and latencies",
+        "Compares shapes, not bytes: a missing tool call, a turn split in two, a subagent on another parent.",
+        one="they differ",
+    )
     diff.add_argument("a", metavar="A")
     diff.add_argument("b", metavar="B")
     diff.add_argument("--tokens", action="store_true", help="also compare token counts")
     diff.set_defaults(run=cmd_diff)
 
-    view = commands.add_parser("view", help="one self-contained HTML page of trajectories: agent lanes on a timeline, every step expandable")
+    view = command(
+        "view",
+        "one self-contained HTML page of trajectories: agent lanes on a timeline, every step expandable",
+        "Writes one HTML file (inline CSS and JS, no network) that opens from file://.",
+    )
     view.add_argument("inputs", nargs="+", metavar="FILE.json|DIR", help="trajectory files, or a directory of them (gives an index of its sessions)")
     view.add_argument("-o", "--output", metavar="FILE.html", help="where to write the page (default: FILE.html beside one file, DIR/index.html for one directory)")
     view.add_argument("--open", action="store_true", help="open the page in the default browser")
     view.set_defaults(run=cmd_view)
 
-    replay = commands.add_parser("replay", help="an LLM API upstream answering from saved flows: re-run an agent against a capture, no key, no network")
+    replay = command(
+        "replay",
+        "an LLM API upstream answering from saved flows: re-run an agent against a capture, no key, no network",
+        "Answers each request with the recorded response of the matching recorded request (docs/replay.md).",
+        one="a request missed",
+    )
     replay.add_argument("flows", nargs="*", metavar="FLOWS.mitm", help="saved flow files whose recorded answers are served (none with --mode record)")
     replay.add_argument("--port", type=int, default=8765, metavar="P", help="port to listen on (8765; 0 picks a free one)")
     replay.add_argument("--listen-host", default="127.0.0.1", metavar="H", help="address to listen on (127.0.0.1)")
@@ -110,7 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--ignore", action="append", default=[], metavar="REGEX", help="text left out of the request key, e.g. a temporary directory (repeatable)")
     replay.set_defaults(run=cmd_replay)
 
-    demo = commands.add_parser("demo", help="the built-in demo: a local LLM API imitation behind mitmdump and this addon, a scripted agent session per wire API")
+    demo = command(
+        "demo",
+        "the built-in demo: a local LLM API imitation behind mitmdump and this addon, a scripted agent session per wire API",
+        "No API key and no internet: everything runs on 127.0.0.1.",
+        one="no trajectory was written",
+    )
     demo.add_argument("--traces", default="traces", metavar="DIR", help="directory for the trajectories (traces)")
     demo.add_argument("--no-stream", action="store_true", help="ask for JSON replies instead of streamed ones")
     demo.set_defaults(run=cmd_demo)
@@ -120,9 +187,18 @@ def build_parser() -> argparse.ArgumentParser:
 # -- subcommands --------------------------------------------------------------------------
 
 
-def cmd_convert(args: argparse.Namespace) -> int:
-    from mitmproxy.exceptions import FlowReadException
+def cmd_proxy(args: argparse.Namespace) -> int:
+    from mitmproxy.tools.main import mitmdump
 
+    return mitmdump(["-s", addon_path(), *args.mitmdump_args]) or OK
+
+
+def cmd_addon_path(args: argparse.Namespace) -> int:
+    print(addon_path())
+    return OK
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
     from . import offline  # imports mitmproxy: only this subcommand needs it
 
     flows = []
@@ -131,11 +207,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
             raise InputError(f"{name}: no such file")
         bar = ProgressBar(name, sys.stderr)
         try:
-            flows += offline.read_flows(name, bar)
-        except FlowReadException as e:
-            raise InputError(f"{name}: not a saved flow file ({e})") from None
+            read = offline.read_flow_file(name, bar)
         finally:
             bar.close()
+        if read.problem is not None and not read.flows:
+            raise InputError(f"{name}: not a saved flow file ({read.problem})")
+        if read.problem is not None:
+            warn("convert", f"{name}: stopped reading at byte {read.stopped_at} of {read.size} ({read.problem}); kept {plural(len(read.flows), 'flow')} read before it")
+        flows += read.flows
     settings = Settings(
         stamp=False,
         respect_client_lineage=args.client_headers == "respect",
@@ -156,7 +235,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise InputError(str(e)) from None
     for path in files.written:
         print(path)
-    print(f"{len(calls)} LLM calls, {len(files.written)} trajectory files", file=sys.stderr)
+    if not calls:
+        warn("convert", f"no LLM call in {plural(len(flows), 'flow')}: nothing to write")
+    print(f"{plural(len(calls), 'LLM call')}, {plural(len(files.written), 'trajectory file')}", file=sys.stderr)
     return OK
 
 
@@ -166,7 +247,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         try:
             data = _read(name)
         except InputError as e:
-            print(f"{name}: {e}", file=sys.stderr)
+            error("validate", str(e))
             status = USAGE
             continue
         try:
@@ -290,14 +371,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo.run import DemoFailed, run  # starts processes: imported only when asked for
 
-    print("demo: a local LLM API imitation on 127.0.0.1, mitmdump -s addons/lineage.py in front of it (reverse mode),")
+    print("demo: a local LLM API imitation on 127.0.0.1, mitmdump with the agent-lineage addon in front of it (reverse mode),")
     print("      and a scripted agent (tool calls, a subagent, two turns) per wire API driven through the proxy:")
     try:
         files = run(Path(args.traces), stream=not args.no_stream)
     except DemoFailed as e:
         raise InputError(str(e)) from None
     if not files:
-        print("demo: no trajectory was written", file=sys.stderr)
+        error("demo", "no trajectory was written")
         return INVALID
     print(f"\ntrajectories written to {Path(args.traces).resolve()}/:")
     for path in files:

@@ -197,24 +197,49 @@ def default_table() -> HarnessTable:
     return load_table()
 
 
+TOP_LEVEL_KEYS = {"clients": dict, "side": list, "delegation_tools": list}
+CLIENT_KEYS = {
+    "detect": list, "root": list, "agent": list, "parent": list, "turn": list, "delegation_tools": list,
+    "not_a_turn": list, "subagent_marker": str, "system_noise": list, "text_noise": list, "side": list,
+}  # fmt: skip
+
+
 def load_table(user_file: str | Path | None = None) -> HarnessTable:
     """Our table, with the user's file (if any) merged over it client by client."""
     raw = yaml.safe_load(resources.files(__package__).joinpath("harness.yaml").read_text())
+    check_shape(raw, "harness.yaml")
     if user_file:
         try:
             user = yaml.safe_load(Path(user_file).read_text()) or {}
         except (OSError, yaml.YAMLError) as e:
             raise HarnessTableError(f"cannot read harness file {user_file}: {e}") from None
-        if not isinstance(user, dict):
-            raise HarnessTableError(f"{user_file}: expected a mapping with `clients:`")
+        check_shape(user, str(user_file))
         for name, spec in (user.get("clients") or {}).items():
-            if not isinstance(spec, dict):
-                raise HarnessTableError(f"{user_file}: client {name!r} must be a mapping")
             raw["clients"][name] = {**raw["clients"].get(name, {}), **spec}
         for key in ("delegation_tools", "side"):
             if key in user:
                 raw[key] = user[key]
     return _compile(raw, str(user_file or "harness.yaml"))
+
+
+def check_shape(raw: Any, source: str) -> None:
+    """HarnessTableError naming the first key that is misspelt or of the wrong type."""
+    if not isinstance(raw, dict):
+        raise HarnessTableError(f"{source}: expected a mapping with `clients:`, got {type(raw).__name__}")
+    _check_keys(raw, TOP_LEVEL_KEYS, source)
+    for name, spec in (raw.get("clients") or {}).items():
+        where = f"{source}: client {name!r}"
+        if not isinstance(spec, dict):
+            raise HarnessTableError(f"{where} must be a mapping, got {type(spec).__name__}")
+        _check_keys(spec, CLIENT_KEYS, where)
+
+
+def _check_keys(mapping: dict[str, Any], known: dict[str, type], where: str) -> None:
+    for key, value in mapping.items():
+        if key not in known:
+            raise HarnessTableError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+        if value is not None and not isinstance(value, known[key]):
+            raise HarnessTableError(f"{where}: `{key}` must be a {known[key].__name__}, got {type(value).__name__}")
 
 
 def _compile(raw: dict[str, Any], source: str) -> HarnessTable:

@@ -100,6 +100,11 @@ class Pipeline:
             self._emit(call)
         return call
 
+    def reload_harness(self, harness_file: str | None) -> None:
+        """Use another harness file (HarnessTableError if it is not valid); sessions are kept."""
+        self.tracker.table = load_table(harness_file)
+        self.settings.harness_file = harness_file
+
     def close(self) -> None:
         for orphan in self.orphans.release_all():
             self._emit(orphan)

@@ -162,8 +162,8 @@ def summary_lines(shape: TrajectoryShape) -> list[str]:
     turns = {s.turn for a in agents for s in a.steps if s.turn is not None}
     lines = [
         f"session {short[shape.session_id]}  {root.name} {root.version}",
-        f"{_count(len(turns), 'turn')} · {_count(len(agents), 'agent')} ({_count(len(agents) - 1, 'subagent')}) · "
-        f"{_count(sum(len(a.steps) for a in agents), 'step')} · tokens prompt {root.totals[0]}, "
+        f"{plural(len(turns), 'turn')} · {plural(len(agents), 'agent')} ({plural(len(agents) - 1, 'subagent')}) · "
+        f"{plural(sum(len(a.steps) for a in agents), 'step')} · tokens prompt {root.totals[0]}, "
         f"completion {root.totals[1]}, cached {root.totals[2]}",
         "side requests: " + (", ".join(f"{kind} ×{n}" for kind, n in sorted(shape.side_requests.items())) or "none"),
     ]
@@ -178,7 +178,7 @@ def _agent_lines(agent: AgentShape, short: dict[str, str], first: str, rest: str
     role = "main" if agent.parent is None else "subagent"
     lines = [f"{first}{role} {short[agent.trajectory_id]}{where} · {_steps_line(agent.steps)} · tokens {_tokens(agent.own_tokens)}"]
     if agent.unmatched:
-        lines.append(f"{rest}  ! {_count(agent.unmatched, 'unmatched tool result')}")
+        lines.append(f"{rest}  ! {plural(agent.unmatched, 'unmatched tool result')}")
     if agent.parent is not None and agent.task:
         lines.append(f"{rest}  task {_preview(agent.task)}")
     else:
@@ -195,13 +195,13 @@ def _agent_lines(agent: AgentShape, short: dict[str, str], first: str, rest: str
 
 def _steps_line(steps: list[StepShape]) -> str:
     by_source = Counter(s.source for s in steps)
-    parts = [f"{_count(len(steps), 'step')} ({', '.join(f'{k} {by_source[k]}' for k in ('system', 'user', 'agent') if by_source[k])})"]
+    parts = [f"{plural(len(steps), 'step')} ({', '.join(f'{k} {by_source[k]}' for k in ('system', 'user', 'agent') if by_source[k])})"]
     tools = Counter(t for s in steps for t in s.tools)
     if tools:
         parts.append("tools " + ", ".join(f"{name} ×{n}" for name, n in tools.most_common()))
     results = sum(s.results for s in steps)
     if results:
-        parts.append(_count(results, "observation"))
+        parts.append(plural(results, "observation"))
     return " · ".join(parts)
 
 
@@ -226,7 +226,7 @@ def _tokens(tokens: tuple[int, int, int]) -> str:
     return "/".join(map(str, tokens)) + " (prompt/completion/cached)"
 
 
-def _count(n: int, noun: str) -> str:
+def plural(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
@@ -311,10 +311,10 @@ def _turn_differences(x: AgentShape, y: AgentShape, tokens: bool) -> list[str]:
         steps_b = [s for _, steps in part_b for s in steps]
         names_a = _turn_names(part_a)
         if op == "delete":
-            found.append(f"{names_a} missing ({_count(len(steps_a), 'step')})")
+            found.append(f"{names_a} missing ({plural(len(steps_a), 'step')})")
         elif op == "insert":
             after = f" after turn {turns_a[i1 - 1][0]}" if i1 else " before the first turn"
-            found.append(f"extra turn{after} ({_count(len(steps_b), 'step')})")
+            found.append(f"extra turn{after} ({plural(len(steps_b), 'step')})")
         elif op == "replace" and len(part_a) == len(part_b):
             for (turn, a_steps), (_, b_steps) in zip(part_a, part_b):
                 found += _step_differences(a_steps, b_steps, f"turn {turn}: ", tokens)
@@ -331,9 +331,9 @@ def _turn_differences(x: AgentShape, y: AgentShape, tokens: bool) -> list[str]:
                 found += _step_differences(a_steps, b_steps, f"turn {turn}: ", tokens)
             paired = min(len(part_a), len(part_b))
             for turn, a_steps in part_a[paired:]:
-                found.append(f"turn {turn} missing ({_count(len(a_steps), 'step')})")
+                found.append(f"turn {turn} missing ({plural(len(a_steps), 'step')})")
             for _, b_steps in part_b[paired:]:
-                found.append(f"extra turn after turn {part_a[-1][0]} ({_count(len(b_steps), 'step')})")
+                found.append(f"extra turn after turn {part_a[-1][0]} ({plural(len(b_steps), 'step')})")
     return found
 
 

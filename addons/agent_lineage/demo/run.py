@@ -1,5 +1,5 @@
-"""The built-in demo: the demo upstream behind a real `mitmdump -s addons/lineage.py` in reverse
-mode, and the scripted demo agent (one session per wire API) driven through it.
+"""The built-in demo: the demo upstream behind a real mitmdump running the addon in reverse mode,
+and the scripted demo agent (one session per wire API) driven through it.
 
     agent-lineage demo [--traces DIR] [--no-stream]
 """
@@ -13,10 +13,9 @@ import sys
 import time
 from pathlib import Path
 
+from .. import addon_path
 from .driver import run_demo
 from .upstream import DemoUpstream
-
-ADDON = Path(__file__).resolve().parents[2] / "lineage.py"  # addons/lineage.py beside the package
 
 
 class DemoFailed(RuntimeError):
@@ -53,14 +52,12 @@ def _wait_listening(port: int, process: subprocess.Popen, timeout: float = 30.0)
 
 def run(traces: Path, stream: bool = True) -> list[Path]:
     """Play the demo; the trajectory files it wrote."""
-    if not ADDON.exists():
-        raise DemoFailed(f"{ADDON} is missing: run the demo from a checkout of agent-lineage")
     traces.mkdir(parents=True, exist_ok=True)
     started = time.time()
     with DemoUpstream() as upstream:
         port = _free_port()
         command = [
-            mitmdump_command(), "-q", "-s", str(ADDON),
+            mitmdump_command(), "-q", "-s", addon_path(),
             "--mode", f"reverse:{upstream.base_url}",
             "--listen-host", "127.0.0.1", "--listen-port", str(port),
             "--set", f"lineage_dir={traces}",
