@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from agent_lineage import corpus, scoring
+from lineage_tools import corpus, scoring
 from agent_lineage.offline import read_flows, replay
-from agent_lineage.pipeline import Pipeline, Settings
+from agent_lineage.pipeline import Pipeline
+from agent_lineage.settings import Settings
 from agent_lineage.trajectories import TrajectoryFiles
 from agent_lineage.validate import validate_trajectory
 from conftest import FIXTURES

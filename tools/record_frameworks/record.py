@@ -32,10 +32,7 @@ from mitmproxy.io import FlowReader, FlowWriter
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO / "tools"))
-try:
-    from lineage_tools.corpus import summarize
-except ImportError:  # before corpus.py moved out of the package
-    from agent_lineage.corpus import summarize
+from lineage_tools.corpus import summarize  # noqa: E402
 
 VENVS = REPO.parent / "frameworks-venvs"
 FRAMEWORKS = ("autogen", "llamaindex", "smolagents", "agno", "crewai")
