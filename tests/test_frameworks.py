@@ -36,6 +36,22 @@ def test_there_are_recordings_of_at_least_two_frameworks():
     assert len({truth_of(p)["client"] for p in RECORDINGS}) >= 2
 
 
+def test_the_recordings_hold_twin_subagents_and_side_requests():
+    """Across the corpus: two agents of one session opening with byte-identical requests (one task
+    delegated twice at once), and side requests in more than one framework."""
+    twins, with_side = 0, set()
+    for flows_path in RECORDINGS:
+        first_bodies: dict[tuple, list[bytes]] = {}
+        for label, flow in zip(truth_of(flows_path)["flows"], read_flows(flows_path)):
+            if label["kind"] == "side":
+                with_side.add(flows_path.stem)
+            elif label["first_request_of_agent"]:
+                first_bodies.setdefault((label["root_session_id"], flow.request.content), []).append(label["agent_id"])
+        twins += sum(1 for agents in first_bodies.values() if len(agents) > 1)
+    assert twins >= 2  # one pair in each session
+    assert len(with_side) >= 2
+
+
 @pytest.mark.parametrize("flows_path", RECORDINGS, ids=lambda p: p.stem)
 def test_truth_labels_every_flow_once(flows_path):
     truth = truth_of(flows_path)

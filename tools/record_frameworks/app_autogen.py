@@ -4,7 +4,8 @@ Per session (two at once, two user turns each): the coordinator (an AssistantAge
 calls `research` twice in parallel, each running a fresh researcher agent that calls a plain
 tool and, for one task, `fact_check` (a fact-checker agent: nested delegation); then `review`,
 a SelectorGroupChat of a critic and an editor whose speaker is chosen by a model call (a side
-request). In turn 2 it researches once more.
+request). In turn 2 it gives one research task to two researchers at once: their first requests
+are byte-identical, told apart only by the calls they answer and by what follows.
 
 Truth: every agent gets its own model client, tagged with its truth scope (a new conversation
 per delegation: workers are built fresh for each task); the selector's client is tagged side.
@@ -38,8 +39,8 @@ def respond(chat: Chat) -> Reply:
             if done == 2:
                 return call("review", task=f"Review this draft briefing on {topic}: costs are falling, history is long.")
             return say(f"Briefing on {topic}: costs are falling and the history is long. Reviewed and approved.")
-        if done == 0:
-            return call("research", task=f"Find one risk of {topic}")
+        if done == 0:  # the same task twice at once: two researchers whose first requests are byte-identical
+            return calls(("research", {"task": f"Find one risk of {topic}"}), ("research", {"task": f"Find one risk of {topic}"}))
         return say(f"Briefing on {topic}, with one risk added: supply is uncertain.")
     if "You are a researcher" in chat.system:
         if done == 0:
@@ -138,7 +139,7 @@ if __name__ == "__main__":
         {
             "sessions": len(TOPICS),
             "shape": "coordinator AssistantAgent (streamed) -> research x2 in parallel (agent as tool) -> fact_check (nested agent); "
-            "review = SelectorGroupChat(critic, editor) with model-chosen speakers (side requests); turn 2 researches once",
+            "review = SelectorGroupChat(critic, editor) with model-chosen speakers (side requests); turn 2 delegates one task twice in parallel (byte-identical first requests)",
         },
         PROMPTS,
     )

@@ -4,8 +4,9 @@
 
 Runs, on 127.0.0.1 only: mitmdump in reverse mode in front of the app's scripted upstream, and
 the app (`app_<framework>.py`, in the framework's own venv) pointed at mitmdump. The app writes
-one truth row per request it sent (truth.py); here the rows are matched to the recorded flows by
-the SHA-256 of the request body (several identical bodies: in time order), the flows are sorted
+one truth row per request it sent (truth.py); here the rows are paired with the recorded flows
+by the `x-request-id` of the upstream's answer (and checked by the request body's SHA-256:
+byte-identical requests pair exactly too), the flows are sorted
 by `request.timestamp_start` as in tests/fixtures/real, and `<framework>.mitm` plus
 `<framework>.truth.json` are written to tests/fixtures/frameworks/.
 """
@@ -83,19 +84,19 @@ def body_hash(flow: http.HTTPFlow) -> str:
 
 
 def match(flows: list[http.HTTPFlow], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The truth row of each flow (flows in time order); fails unless they pair one to one."""
-    waiting: dict[str, list[dict[str, Any]]] = {}
-    for row in sorted(rows, key=lambda r: r["t"]):
-        waiting.setdefault(row["sha256"], []).append(row)
+    """The truth row of each flow, paired by the response's `x-request-id`; fails unless they pair
+    one to one, each row's body hash is its flow's, and every request had a truth scope."""
+    by_id = {row["request_id"]: row for row in rows}
+    if len(by_id) != len(rows) or None in by_id:
+        raise SystemExit("some requests got no x-request-id: not answered by the scripted upstream (a request to another host?)")
     matched = []
     for flow in flows:
-        candidates = waiting.get(body_hash(flow))
-        if not candidates:
+        row = by_id.pop(flow.response.headers.get("x-request-id") if flow.response else None, None)
+        if row is None or row["sha256"] != body_hash(flow):
             raise SystemExit(f"no truth row for flow {flow.request.method} {flow.request.path} at {flow.request.timestamp_start}")
-        matched.append(candidates.pop(0))
-    left = [r for rs in waiting.values() for r in rs]
-    if left:
-        raise SystemExit(f"{len(left)} truth rows never reached the proxy, e.g. {left[0]}")
+        matched.append(row)
+    if by_id:
+        raise SystemExit(f"{len(by_id)} truth rows never reached the proxy, e.g. {next(iter(by_id.values()))}")
     untagged = [r for r in matched if r["kind"] is None]
     if untagged:
         raise SystemExit(f"{len(untagged)} requests were sent outside any truth scope, e.g. {untagged[0]['path']}")

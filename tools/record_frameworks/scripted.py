@@ -2,7 +2,9 @@
 
 Each recording app passes a `respond(chat) -> Reply` function that decides, from the request's
 content alone (which agent's system prompt, which tool results are already there), what the
-"model" answers: the same request always gets the same reply, so a recording can be re-made.
+"model" answers: the same request always gets the same answer, so a recording can be re-made.
+Ids are unique per response (a counter) and sent back in an `x-request-id` header, as OpenAI
+does: the truth rows name the response they got, so flows and rows pair exactly.
 Replies are JSON or, when the request asks `stream: true`, server-sent events shaped like
 OpenAI's (text deltas, tool-call deltas, a usage chunk when `stream_options.include_usage`).
 
@@ -12,6 +14,7 @@ Standard library only: it runs inside each framework's throwaway venv.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import threading
 from collections.abc import Callable
@@ -108,8 +111,6 @@ class Chat:
 Respond = Callable[[Chat], Reply]
 
 
-def _ids(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()[:24]
 
 
 def _completion(reply: Reply, model: str, rid: str) -> dict[str, Any]:
@@ -162,9 +163,11 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
+        self.request_id = None
         self._json(200, {"object": "list", "data": [{"id": "scripted-model", "object": "model", "owned_by": "scripted"}]})
 
     def do_POST(self) -> None:
+        self.request_id = None  # one handler serves every request of a kept-alive connection
         raw = self.rfile.read(int(self.headers.get("content-length") or 0))
         if not self.path.rstrip("/").endswith("/chat/completions"):
             return self._json(404, {"error": {"message": f"not served: {self.path}", "type": "invalid_request_error"}})
@@ -174,12 +177,14 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as e:  # a script bug: say so to the client, loudly
             self.server.errors.append(f"{type(e).__name__}: {e}")
             return self._json(500, {"error": {"message": f"script failed: {e}", "type": "server_error"}})
-        model, rid = body.get("model", "scripted-model"), _ids(raw)
+        model, rid = body.get("model", "scripted-model"), self.server.new_id(raw)
+        self.request_id = f"req_{rid}"
         if not body.get("stream"):
             return self._json(200, _completion(reply, model, rid))
         usage = bool((body.get("stream_options") or {}).get("include_usage"))
         events = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in _chunks(reply, model, rid, usage)) + b"data: [DONE]\n\n"
         self.send_response(200)
+        self.send_header("x-request-id", self.request_id)
         self.send_header("content-type", "text/event-stream")
         self.send_header("content-length", str(len(events)))
         self.end_headers()
@@ -188,6 +193,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, payload: dict[str, Any]) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
+        if self.request_id:
+            self.send_header("x-request-id", self.request_id)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(data)))
         self.end_headers()
@@ -201,6 +208,15 @@ class _Server(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", port), _Handler)
         self.respond = respond
         self.errors: list[str] = []
+        self._count = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def new_id(self, body: bytes) -> str:
+        """Unique per response, as the real API's ids are: two byte-identical requests (the same task
+        delegated twice) get different tool-call ids, so their conversations go on differently."""
+        with self._lock:
+            n = next(self._count)
+        return f"{n:04d}{hashlib.sha256(body).hexdigest()[:16]}"
 
 
 class ScriptedUpstream:

@@ -6,8 +6,9 @@ asyncio tasks and `contextvars.copy_context()` carry them; where a framework run
 thread of its own, the app wraps that worker's entry point with `agent(...)` there.
 
 `install()` patches the transports of httpx (or httpx2: the layer under the OpenAI SDK and LiteLLM) to write one
-row per request: the scope in force, the time, and the SHA-256 of the body as sent. The wire is
-untouched (no header is added); the driver matches rows to the recorded flows by that hash.
+row per request: the scope in force, the time, the SHA-256 of the body as sent and the
+`x-request-id` the scripted upstream answered with. The request is untouched (no header is
+added); the driver pairs rows with the recorded flows by that response id and checks the hash.
 
 Standard library only (httpx is imported when installing): it runs inside each framework's throwaway venv.
 """
@@ -121,7 +122,7 @@ class Recorder:
         self.rows: list[dict[str, Any]] = []
         self._lock = threading.Lock()
 
-    def note(self, method: str, path: str, body: bytes) -> None:
+    def note(self, method: str, path: str, body: bytes) -> dict[str, Any]:
         s = _CURRENT.get()
         row = {
             "t": time.time(),
@@ -138,6 +139,7 @@ class Recorder:
         }
         with self._lock:
             self.rows.append(row)
+        return row
 
     def install(self) -> None:
         """Patch the transports of httpx and of httpx2 (the fork newer OpenAI SDKs use), whichever exist."""
@@ -154,12 +156,16 @@ class Recorder:
         sync_send, async_send = module.HTTPTransport.handle_request, module.AsyncHTTPTransport.handle_async_request
 
         def handle_request(transport: Any, request: Any) -> Any:
-            recorder.note(request.method, request.url.raw_path.decode(), request.read())
-            return sync_send(transport, request)
+            row = recorder.note(request.method, request.url.raw_path.decode(), request.read())
+            response = sync_send(transport, request)
+            row["request_id"] = response.headers.get("x-request-id")
+            return response
 
         async def handle_async_request(transport: Any, request: Any) -> Any:
-            recorder.note(request.method, request.url.raw_path.decode(), await request.aread())
-            return await async_send(transport, request)
+            row = recorder.note(request.method, request.url.raw_path.decode(), await request.aread())
+            response = await async_send(transport, request)
+            row["request_id"] = response.headers.get("x-request-id")
+            return response
 
         module.HTTPTransport.handle_request = handle_request
         module.AsyncHTTPTransport.handle_async_request = handle_async_request
