@@ -14,6 +14,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import orjson
@@ -370,6 +371,58 @@ def test_trajectories_of_other_producers_render(timestamps: bool, browser_page: 
 
 
 @pytest.mark.browser
+def test_the_parts_of_a_continued_session_link_to_each_other(browser_page: Page, tmp_path: Path, capsys) -> None:
+    first, second = foreign_trajectory(), foreign_trajectory(message="And go on")
+    first["continued_trajectory_ref"] = "trajectory-s.2.json"
+    second["extra"] = {"agent_lineage": {"continues": "trajectory-s.json"}}
+    for name, document in (("trajectory-s.json", first), ("trajectory-s.2.json", second)):
+        (tmp_path / name).write_bytes(orjson.dumps(document))
+    assert view(capsys, str(tmp_path))[0] == 0
+    page = browser_page.open(tmp_path / "index.html")
+    page.locator(".session-row", has_text="trajectory-s.json").click()
+    page.locator(".session-link", has_text="trajectory-s.2.json").click()
+    page.locator(".step-row", has_text="And go on").wait_for()
+    page.locator(".session-link", has_text="trajectory-s.json").click()
+    page.locator(".step-row", has_text="Fix the failing test").wait_for()
+    browser_page.check_clean()
+
+
+@pytest.mark.browser
+def test_each_call_is_placed_by_its_timestamp_and_latency(browser_page: Page, tmp_path: Path) -> None:
+    document = foreign_trajectory()  # user at 0 s, calls at 1 s and 6 s
+    document["steps"][1]["metrics"]["extra"] = {"latency_ms": 2000, "ttft_ms": 500}
+    document["steps"][3]["metrics"] = {"prompt_tokens": 10, "completion_tokens": 2, "extra": {"latency_ms": 500}}
+    page = browser_page.open(page_of([("other.json", document)], tmp_path / "page.html"))
+    track = page.locator(".lane-track").first.bounding_box()
+    span = 6.5  # seconds, from the first step to the end of the last call
+
+    def fraction(seconds: float) -> float:  # the track keeps a 1% margin on each side
+        return 0.005 + 0.98 * seconds / span
+
+    first, second = (page.locator(".call").nth(i).bounding_box() for i in (0, 1))
+    assert (first["x"] - track["x"]) / track["width"] == pytest.approx(fraction(1), abs=0.002)
+    assert first["width"] / track["width"] == pytest.approx(0.98 * 2 / span, abs=0.002)
+    assert (second["x"] - track["x"]) / track["width"] == pytest.approx(fraction(6), abs=0.002)
+    assert second["width"] / track["width"] == pytest.approx(0.98 * 0.5 / span, abs=0.002)
+    waiting = page.locator(".call").first.locator(".ttft").bounding_box()
+    assert waiting["width"] / first["width"] == pytest.approx(0.25, abs=0.01)  # 500 of 2000 ms before the first token
+    browser_page.check_clean()
+
+
+@pytest.mark.browser
+def test_side_requests_have_a_lane_and_a_section_of_their_own(browser_page: Page, tmp_path: Path) -> None:
+    document = orjson.loads(NESTED.read_bytes())
+    [side] = document["extra"]["agent_lineage"]["side_requests"]
+    page = browser_page.open(page_of([(NESTED.name, document)], tmp_path / "page.html"))
+    assert page.locator(".side-lane .side-mark").count() == 1
+    assert page.locator(".side-row").count() == 1
+    page.locator(".side-lane .side-mark").click()
+    detail = page.locator(".side-row.open .detail")
+    assert {"kind\tprobe", f"exchange_id\t{side['exchange_id']}", f"path\t{side['path']}"} <= set(detail.locator("tr").all_inner_texts())
+    browser_page.check_clean()
+
+
+@pytest.mark.browser
 def test_screenshot(browser_page: Page, tmp_path: Path, capsys) -> None:
     """The nested Claude Code session, its delegating call open. AGENT_LINEAGE_SCREENSHOT=docs/img/viewer.png
     writes the README's picture."""
@@ -427,6 +480,25 @@ def large_trajectory(steps: int, subagents: int) -> dict[str, Any]:
     return root
 
 
+# Scroll the step list by `step` px on each of 120 animation frames; the frame intervals, and the
+# durations of the frames whose main-thread work took over 50 ms (long-animation-frame entries).
+SCROLL_FRAMES = """(step) => new Promise(done => {
+  const long = [];
+  new PerformanceObserver(entries => { for (const e of entries.getEntries()) long.push(e.duration); }).observe({ type: "long-animation-frame" });
+  const list = document.querySelector(".steps");
+  const frames = [];
+  let last = performance.now();
+  function frame(now) {
+    frames.push(now - last);
+    last = now;
+    list.scrollTop += step;
+    if (frames.length < 120) requestAnimationFrame(frame);
+    else setTimeout(() => done({ frames: frames.slice(1), long }), 100);
+  }
+  requestAnimationFrame(frame);
+})"""
+
+
 @pytest.mark.browser
 def test_a_2000_step_20_mb_session_opens_and_scrolls(browser_page: Page, tmp_path: Path, capsys) -> None:
     document = large_trajectory(2000, 4)
@@ -441,6 +513,10 @@ def test_a_2000_step_20_mb_session_opens_and_scrolls(browser_page: Page, tmp_pat
     assert ready < 30_000  # a sanity bound, not a speed target
     assert page.locator(".call").count() == 2000
     assert page.locator(".step-row").count() < 150  # only the rows in view exist
+    frames = page.evaluate(SCROLL_FRAMES, 120)
+    with capsys.disabled():
+        print(f"scrolling 120 px a frame for {len(frames['frames'])} frames: median frame {median(frames['frames']):.0f} ms, "
+              f"{len(frames['long'])} main-thread frames over 50 ms (longest {max(frames['long'], default=0):.0f} ms)")
     # Scroll to the end: the last step of the last turn is drawn, still without the others.
     page.locator(".steps").evaluate("list => { list.scrollTop = list.scrollHeight; }")
     last_step = document["steps"][-1]  # the main agent's last call is the session's last

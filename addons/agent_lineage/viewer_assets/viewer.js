@@ -406,19 +406,31 @@
       ["out", fmtInt(metrics.total_completion_tokens)],
       ["file", summary.file],
     ];
-    if (model.rootLineage.continues) facts.push(["continues", model.rootLineage.continues]);
-    if (doc.continued_trajectory_ref) facts.push(["continued in", doc.continued_trajectory_ref]);
+    if (model.rootLineage.continues) facts.push(["continues", sessionLink(model.rootLineage.continues)]);
+    if (doc.continued_trajectory_ref) facts.push(["continued in", sessionLink(doc.continued_trajectory_ref)]);
     const unmatched = (model.rootLineage.unmatched_tool_results || []).length;
     if (unmatched) facts.push(["unmatched tool results", fmtInt(unmatched)]);
     const line = el("div", "facts");
     for (const [key, value] of facts) {
       const fact = el("span", "fact");
-      append(fact, el("span", "fact-key", key), el("span", "fact-value", value));
+      const shown = el("span", "fact-value");
+      if (value instanceof Node) shown.appendChild(value);
+      else shown.textContent = value;
+      append(fact, el("span", "fact-key", key), shown);
       line.appendChild(fact);
     }
     box.appendChild(line);
     if (!model.timed) box.appendChild(el("p", "muted", "No timestamps in this trajectory: calls are laid out in order."));
     return box;
+  }
+
+  // Another part of the same session (a file name): a link when that file is on this page.
+  function sessionLink(file) {
+    const number = index.findIndex((row) => row.file === file);
+    if (number < 0) return String(file);
+    const link = el("a", "session-link", file);
+    link.href = "#session-" + number;
+    return link;
   }
 
   // -- timeline: one lane per agent, subagents' lanes nested in their parent's -----------------
@@ -625,8 +637,8 @@
       this.spacer.appendChild(this.window);
       scroller.appendChild(this.spacer);
       scroller.addEventListener("scroll", () => this.schedule(), { passive: true });
-      scroller.addEventListener("resized", () => this.update());
-      new ResizeObserver(() => this.schedule()).observe(scroller);
+      scroller.addEventListener("resized", () => this.update(true));
+      new ResizeObserver(() => this.update(true)).observe(scroller);
       this.filter({});
     }
 
@@ -663,7 +675,7 @@
       this.rendered = new Map(); // row number -> element
       this.recompute();
       this.scroller.scrollTop = 0;
-      this.update();
+      this.redraw();
     }
 
     recompute() {
@@ -696,7 +708,10 @@
       });
     }
 
-    update() {
+    // Draw the rows in view: rows that scrolled out are removed, new ones inserted in place, so a
+    // scroll step builds only the few rows it uncovers. Collapsed rows and headings have a fixed
+    // height; open ones are measured when drawn, and all of them again on `remeasure` (a resize).
+    update(remeasure) {
       if (!this.rows.length) {
         this.window.style.transform = "";
         this.window.replaceChildren(el("p", "muted empty", "No step matches the filter."));
@@ -705,27 +720,41 @@
       const top = this.scroller.scrollTop;
       const first = Math.max(0, this.rowAt(top) - ROW_OVERSCAN);
       const last = Math.min(this.rows.length - 1, this.rowAt(top + this.scroller.clientHeight) + ROW_OVERSCAN);
-      for (const i of [...this.rendered.keys()]) if (i < first || i > last) this.rendered.delete(i);
-      const nodes = [];
-      for (let i = first; i <= last; i++) {
+      for (const [i, node] of [...this.rendered]) {
+        if (i < first || i > last) {
+          node.remove();
+          this.rendered.delete(i);
+        }
+      }
+      const measure = [];
+      let next = null;
+      for (let i = last; i >= first; i--) {
         let node = this.rendered.get(i);
         if (!node) {
           node = this.renderRow(i);
           this.rendered.set(i, node);
-        }
-        nodes.push(node);
+          this.window.insertBefore(node, next);
+          if (this.expanded.has(this.rows[i].item)) measure.push(i);
+        } else if (remeasure) measure.push(i);
+        next = node;
       }
       this.window.style.transform = "translateY(" + this.offsets[first] + "px)";
-      this.window.replaceChildren(...nodes);
       let changed = false;
-      for (let i = first; i <= last; i++) {
-        const height = nodes[i - first].offsetHeight;
+      for (const i of measure) {
+        const height = this.rendered.get(i).offsetHeight;
         if (height && height !== this.heights[i]) {
           this.heights[i] = height;
           changed = true;
         }
       }
       if (changed) this.recompute();
+    }
+
+    // Forget every drawn row (their content changed): the next update draws them afresh.
+    redraw() {
+      this.rendered.clear();
+      this.window.replaceChildren();
+      this.update();
     }
 
     renderRow(i) {
@@ -751,8 +780,7 @@
 
     select(target) {
       this.selected = target;
-      this.rendered.clear();
-      this.update();
+      this.redraw();
       if (target.raw && target.source && this.onSelect) this.onSelect(target);
     }
 
