@@ -543,7 +543,7 @@ def header(headers: list[tuple[str, str]] | dict[str, str], name: str) -> str | 
 
 def native_lineage(headers: Any) -> tuple[str | None, str | None]:
     """(session, parent) a Dynamo frontend derives from the CLI's own headers when no x-dynamo-*
-    header is present (REFERENCE.md, "Dynamo's own rule"): Claude Code, then Codex, then OpenCode."""
+    header is present (docs/dynamo.md, "How the frontend reads lineage"): Claude Code, then Codex, then OpenCode."""
     claude_session = header(headers, "x-claude-code-session-id")
     if claude_session:
         agent = header(headers, "x-claude-code-agent-id")

@@ -311,3 +311,49 @@ def test_diff_of_two_different_sessions(tmp_path: Path, capsys: pytest.CaptureFi
         "extra turn after turn 1 (3 steps)",
         'subagent 1 "AW_SUBTASK: use the Bash tool to run `echo from-…" missing (was under step 3 of main)',
     ]
+
+
+# -- the command's own manners ------------------------------------------------------------------
+
+
+def test_version_and_each_subcommand_says_what_it_does_and_its_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    from agent_lineage import __version__
+
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.strip() == f"agent-lineage {__version__}"
+    for command in ("convert", "validate", "summary", "diff", "demo", "addon-path"):
+        code, out, _ = run(capsys, command, "--help")
+        assert code == 0
+        assert "exit status: 0 ok" in out and "2 a usage or input error" in out, command
+
+
+def test_convert_keeps_every_flow_of_a_truncated_file_and_says_where_it_stopped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    whole = CC_SUBAGENT.read_bytes()
+    cut = tmp_path / "killed.mitm"
+    cut.write_bytes(whole[: len(whole) - 200])  # what a mitmdump killed mid-write leaves
+    readable = offline.read_flow_file(cut)
+    assert readable.problem and 0 < len(readable.flows) < len(offline.read_flows(CC_SUBAGENT))
+    code, out, err = run(capsys, "convert", str(cut), "-o", str(tmp_path / "out"))
+    assert code == 0
+    assert f"stopped reading at byte {readable.stopped_at} of {len(whole) - 200}" in err
+    assert f"kept {len(readable.flows)} flows" in err
+    assert len(out.split()) == 1  # the session's trajectory, from the flows before the cut
+
+
+def test_convert_warns_when_a_file_holds_no_llm_call(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mitmproxy.io import FlowWriter
+    from mitmproxy.test import tflow
+
+    flows = tmp_path / "web.mitm"
+    with open(flows, "wb") as f:
+        FlowWriter(f).add(tflow.tflow(resp=True))
+    code, out, err = run(capsys, "convert", str(flows), "-o", str(tmp_path / "out"))
+    assert code == 0 and out == ""
+    assert "agent-lineage convert: warning: no LLM call in 1 flow: nothing to write" in err
+    assert "0 LLM calls, 0 trajectory files" in err
+
+
+def test_addon_path_names_the_script_mitmdump_loads(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "addon-path")
+    path = Path(out.strip())
+    assert code == 0 and path.name == "script.py" and "from agent_lineage.addon import Lineage" in path.read_text()

@@ -1,4 +1,4 @@
-"""The Dynamo lineage rule, exactly as NeMo Relay applies it (shared/seed).
+"""The Dynamo lineage rule, exactly as NVIDIA NeMo Relay applies it.
 
 `x-dynamo-session-id` is the id of the agent scope that made the request;
 `x-dynamo-parent-session-id` is the id of the immediately enclosing agent scope, kept even when

@@ -2,7 +2,7 @@
 
 `nat.atif` (the official pydantic models) checks types, unknown keys, step_id order, agent-only
 fields, observation ids and embedded trajectory ids. It is more lenient than the spec, so the
-rules it does not enforce are checked here on the raw JSON (REFERENCE.md marks them (*)). The
+rules it does not enforce are checked here on the raw JSON (`_check_trajectory`, `_check_step`). The
 models check step_id order and observation ids only once a trajectory's fields are valid, so
 fixing one problem can reveal another.
 """

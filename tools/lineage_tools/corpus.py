@@ -1,7 +1,7 @@
 """A labelled corpus of simulated agent traffic, written as mitmproxy flow files.
 
 Accuracy is measured, not assumed: this generator imitates how Claude Code, Codex and apps on
-the OpenAI SDKs talk to their LLM endpoint (REFERENCE.md and the real recordings in
+the OpenAI SDKs talk to their LLM endpoint (docs/agents.md and the real recordings in
 tests/fixtures), runs many sessions at once on a simulated clock, and saves what a proxy would
 have saved (`NAME.mitm`) with the ground truth beside it (`NAME.truth.json`, the same format as
 the real recordings' labels), so one scorer (`lineage_tools.scoring`) handles both.
