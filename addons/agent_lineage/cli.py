@@ -172,6 +172,19 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--ignore", action="append", default=[], metavar="REGEX", help="text left out of the request key, e.g. a temporary directory (repeatable)")
     replay.set_defaults(run=cmd_replay)
 
+    kv = command(
+        "kv",
+        "what lineage is worth to a Dynamo deployment: prefix reuse per request and a routing simulation",
+        "Reads trajectories (.json) or saved flows (anything else) and prints, per routing strategy (random,\n"
+        "round robin, our lineage, Dynamo's native header rule), the share of prompt tokens a worker's prefix\n"
+        "cache would serve, and the sessions and subagents that gain most. docs/kv.md explains the model.",
+    )
+    kv.add_argument("files", nargs="+", metavar="FILE", help="trajectory files or saved flow files")
+    kv.add_argument("--workers", type=int, default=4, metavar="N", help="workers behind the router (4)")
+    kv.add_argument("--cache-tokens", type=int, default=2_000_000, metavar="T", help="prefix cache size of each worker, in tokens (2,000,000)")
+    kv.add_argument("--seed", type=int, default=0, help="seed of the random strategy (0)")
+    kv.set_defaults(run=cmd_kv)
+
     demo = command(
         "demo",
         "the built-in demo: a local LLM API imitation behind mitmdump and this addon, a scripted agent session per wire API",
@@ -366,6 +379,34 @@ def cmd_replay(args: argparse.Namespace) -> int:
         server.stop()
         print(f"agent-lineage replay: {server.stats.summary()}", file=sys.stderr)
     return INVALID if server.stats.missed else OK
+
+
+def cmd_kv(args: argparse.Namespace) -> int:
+    from . import kv
+
+    if args.workers < 1 or args.cache_tokens < 1:
+        raise InputError("--workers and --cache-tokens must be at least 1")
+    requests: list[kv.Request] = []
+    for name in args.files:
+        if name.endswith(".json"):
+            requests += kv.from_trajectory(_read_trajectory(name), name)
+            continue
+        from . import offline  # imports mitmproxy: only flow files need it
+
+        if not Path(name).is_file():
+            raise InputError(f"{name}: no such file")
+        read = offline.read_flow_file(name)
+        if read.problem is not None and not read.flows:
+            raise InputError(f"{name}: not a saved flow file ({read.problem})")
+        pipeline = Pipeline(Settings(stamp=False), [])
+        requests += kv.from_calls(offline.replay(read.flows, pipeline))
+        pipeline.close()
+    if not requests:
+        warn("kv", "no LLM request in the input")
+        return OK
+    for line in kv.table_lines(kv.report(requests, args.workers, args.cache_tokens, args.seed)):
+        print(line)
+    return OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -1,0 +1,135 @@
+"""The KV-reuse report: prefix reuse by relation, the routing simulation, and `agent-lineage kv`
+on real recordings (the CLIs' own ids, id-less SDK apps, framework apps)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from agent_lineage import kv, offline
+from agent_lineage.cli import main
+from agent_lineage.pipeline import Pipeline
+from agent_lineage.settings import Settings
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def request(session: str, agent: str, parent: str | None, *messages: str, native: bool = False) -> kv.Request:
+    parts = [m.encode() for m in messages]
+    blocks = kv.chain(parts, [len(p) for p in parts], None)
+    return kv.Request(session, agent, parent, blocks, (agent, parent) if native else None)
+
+
+def tokens(*messages: str) -> int:
+    return sum(max(1, len(m) // kv.BYTES_PER_TOKEN) for m in messages)
+
+
+SYSTEM, TASK, ANSWER = "You are a careful coding agent. " * 8, "Fix the failing test in billing. " * 4, "I read the file. " * 6
+
+
+def test_reuse_is_measured_by_relation_and_stops_at_the_first_different_message():
+    requests = [
+        request("s1", "root", None, SYSTEM, TASK),
+        request("s1", "root", None, SYSTEM, TASK, ANSWER, "continue"),
+        request("s1", "child-a", "root", SYSTEM, TASK, "a subtask"),
+        request("s1", "child-b", "root", SYSTEM, TASK, "another subtask"),
+        request("s2", "other", None, SYSTEM, "something else entirely"),
+    ]
+    found = kv.reuse(requests)
+    assert found[0] == kv.Reuse()
+    assert found[1].same_agent == tokens(SYSTEM, TASK) and found[1].other_session == 0
+    assert found[2].parent == tokens(SYSTEM, TASK) and found[2].sibling == 0
+    assert found[3].parent == tokens(SYSTEM, TASK) and found[3].sibling == tokens(SYSTEM, TASK)
+    assert found[4].other_session == tokens(SYSTEM) and found[4].same_agent == 0
+
+
+def test_reported_prompt_tokens_are_split_by_message_size():
+    blocks = kv.chain([b"aaaa", b"bbbbbbbbbbbb"], [4, 12], 100)
+    assert [t for _, t in blocks] == [25, 75]
+    assert blocks[0][0] != kv.chain([b"bbbbbbbbbbbb"], [12], None)[0][0]
+
+
+def test_lineage_routing_keeps_sessions_and_sibling_subagents_warm_where_random_does_not():
+    requests = []
+    for s in range(6):
+        history = [f"system prompt of app {s % 2} " * 40, f"task {s} " * 30]
+        for turn in range(5):
+            requests.append(request(f"s{s}", f"s{s}", None, *history))
+            history.append(f"answer {turn} of {s} " * 20)
+        for c in range(3):
+            requests.append(request(f"s{s}", f"s{s}-c{c}", f"s{s}", "worker prompt " * 40, f"subtask {c} of {s} " * 20))
+    outcomes = {s: kv.simulate(requests, s, workers=4, cache_tokens=1_000_000, seed=1) for s in kv.STRATEGIES}
+    assert outcomes["lineage"].cached_tokens > outcomes["random"].cached_tokens
+    assert outcomes["lineage"].cached_tokens > outcomes["round-robin"].cached_tokens
+    assert outcomes["native-headers"].cached_tokens == outcomes["random"].cached_tokens  # no ids: routed at random
+    # Every turn after a session's first is served from its worker's cache up to its last answer.
+    assert all(outcomes["lineage"].per_request[i] > 0 for i in range(1, 5))
+
+
+def test_a_cache_too_small_forgets():
+    requests = [request("s", "s", None, f"message {i} " * 50) for i in range(3)] * 2
+    roomy = kv.simulate(requests, "lineage", workers=1, cache_tokens=10_000)
+    tiny = kv.simulate(requests, "lineage", workers=1, cache_tokens=100)
+    assert roomy.cached_tokens > 0 and tiny.cached_tokens == 0
+
+
+def test_native_header_rule_is_dynamos():
+    assert kv.native_lineage({"x-claude-code-session-id": "S"}) == ("S", None)
+    assert kv.native_lineage({"x-claude-code-session-id": "S", "x-claude-code-agent-id": "a1"}) == ("a1", "S")
+    assert kv.native_lineage({"x-claude-code-session-id": "S", "x-claude-code-agent-id": "a2", "x-claude-code-parent-agent-id": "a1"}) == ("a2", "a1")
+    assert kv.native_lineage({"thread-id": "T", "x-codex-parent-thread-id": "P"}) == ("T", "P")
+    assert kv.native_lineage({"x-session-id": "O"}) == ("O", None)
+    assert kv.native_lineage({"user-agent": "OpenAI/Python"}) is None
+
+
+def requests_of(flows: Path) -> list[kv.Request]:
+    pipeline = Pipeline(Settings(stamp=False), [])
+    found = kv.from_calls(offline.replay(offline.read_flows(flows), pipeline))
+    pipeline.close()
+    return found
+
+
+@pytest.mark.parametrize("flows", sorted((FIXTURES / "idless").glob("*.mitm")) + sorted((FIXTURES / "frameworks").glob("*.mitm")), ids=lambda p: p.stem)
+def test_on_id_less_recordings_lineage_beats_the_native_header_rule(flows: Path):
+    result = kv.report(requests_of(flows), workers=4, cache_tokens=2_000_000)
+    ours, native = result.outcomes["lineage"], result.outcomes["native-headers"]
+    assert all(r.native is None for r in result.requests)  # these clients send no ids
+    assert ours.cached_tokens > native.cached_tokens
+
+
+@pytest.mark.parametrize("name", ["claude_parallel_reverse", "codex_parallel_reverse", "claude_nested_reverse"])
+def test_where_the_cli_sends_ids_lineage_is_never_worse_than_the_native_rule(name: str):
+    requests = requests_of(FIXTURES / "agents" / name / "flows.mitm")
+    result = kv.report(requests, workers=4, cache_tokens=2_000_000)
+    assert any(r.native is not None for r in requests)
+    assert result.outcomes["lineage"].cached_tokens >= result.outcomes["native-headers"].cached_tokens
+
+
+def test_trajectories_give_one_request_per_llm_step(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    flows = FIXTURES / "idless" / "oa_b_agents_as_tools.mitm"
+    assert main(["convert", str(flows), "-o", str(tmp_path)]) == 0
+    capsys.readouterr()
+    files = sorted(tmp_path.glob("trajectory-*.json"))
+    requests = [r for f in files for r in kv.from_trajectory(orjson.loads(f.read_bytes()), f.name)]
+    steps = sum(len(_agent_steps(orjson.loads(f.read_bytes()))) for f in files)
+    assert len(requests) == steps > 0
+    assert main(["kv", *map(str, files), "--workers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "lineage" in out and "native-headers" in out and "prefix reuse" in out
+
+
+def _agent_steps(trajectory: dict) -> list[dict]:
+    steps = [s for s in trajectory["steps"] if s["source"] == "agent" and s.get("llm_call_count") != 0]
+    for child in trajectory.get("subagent_trajectories") or []:
+        steps += _agent_steps(child)
+    return steps
+
+
+def test_kv_command_reads_flows_and_rejects_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    assert main(["kv", str(FIXTURES / "real" / "cc_c_subagent.mitm")]) == 0
+    assert "cached share" in capsys.readouterr().out
+    assert main(["kv", str(tmp_path / "missing.mitm")]) == 2
+    assert main(["kv", str(FIXTURES / "real" / "cc_c_subagent.mitm"), "--workers", "0"]) == 2
+    assert "agent-lineage kv: error:" in capsys.readouterr().err
