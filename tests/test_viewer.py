@@ -335,6 +335,25 @@ def test_the_step_list_filters_by_agent_text_and_errors(browser_page: Page, tmp_
 
 
 @pytest.mark.browser
+def test_the_keyboard_moves_through_the_steps(browser_page: Page, tmp_path: Path) -> None:
+    document = orjson.loads(TOOL_LOOP.read_bytes())
+    page = browser_page.open(page_of([(TOOL_LOOP.name, document)], tmp_path / "page.html"))
+    for _ in range(3):
+        page.keyboard.press("j")
+    selected = page.locator(".step-row.selected")
+    assert selected.get_attribute("data-step-id") == "3"
+    page.keyboard.press("k")
+    assert selected.get_attribute("data-step-id") == "2"
+    page.keyboard.press("Enter")
+    assert page.locator(".step-row.open").get_attribute("data-step-id") == "2"
+    page.keyboard.press("o")
+    assert page.locator(".step-row.open").count() == 0
+    page.keyboard.press("/")
+    assert page.evaluate("document.activeElement.className") == "search"
+    browser_page.check_clean()
+
+
+@pytest.mark.browser
 def test_text_from_tool_output_is_shown_as_text_never_run(browser_page: Page, tmp_path: Path) -> None:
     document = foreign_trajectory(message=HOSTILE)
     document["steps"][1]["observation"]["results"][0]["content"] = HOSTILE

@@ -189,7 +189,7 @@
         last = step.t;
       }
     }
-    const firstTime = Math.min(...steps.map((s) => s.t).filter(isFinite));
+    const firstTime = least(steps.map((s) => s.t).filter(isFinite), 0);
     for (const step of steps) if (!isFinite(step.t)) step.t = firstTime;
     for (const step of steps) step.end = step.t + (step.latency || (timed ? 0 : 800));
 
@@ -236,9 +236,22 @@
 
     const sides = (rootLineage.side_requests || []).map((raw, i) => ({ raw, i, t: Date.parse(raw.timestamp), agent: byId.get(raw.agent_id) }));
     const times = steps.map((s) => s.t).concat(steps.map((s) => s.end), sides.map((s) => s.t).filter(isFinite));
-    const start = times.length ? Math.min(...times) : 0;
-    const end = Math.max(...times, start + 1);
+    const start = least(times, 0);
+    const end = Math.max(greatest(times, start), start + 1);
     return { number, document: document_, rootLineage, agents, byId, steps, turns, sides, start, end, timed, toolCalls };
+  }
+
+  // Math.min(...values) runs out of stack on very long arrays.
+  function least(values, fallback) {
+    let found = Infinity;
+    for (const value of values) if (value < found) found = value;
+    return found === Infinity ? fallback : found;
+  }
+
+  function greatest(values, fallback) {
+    let found = -Infinity;
+    for (const value of values) if (value > found) found = value;
+    return found === -Infinity ? fallback : found;
   }
 
   function parsedArguments(value) {
@@ -332,8 +345,22 @@
     timeline.onSelectSide = (side) => steps.reveal(side);
     steps.onSelect = (step) => timeline.highlight(step);
     filterControls(tools, model, steps, timeline);
+    document.onkeydown = (event) => keyboard(event, steps);
     timeline.layout();
     performance.mark("viewer-ready");
+  }
+
+  // j / k (or the arrow keys) move through the steps, Enter or o opens and closes one, / filters.
+  function keyboard(event, steps) {
+    if (event.target.closest && event.target.closest("input, select, textarea, button") && event.key !== "Escape") return;
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    const actions = { j: 1, ArrowDown: 1, k: -1, ArrowUp: -1 };
+    if (event.key in actions) steps.move(actions[event.key]);
+    else if ((event.key === "Enter" || event.key === "o") && steps.selected) steps.toggle(steps.selected);
+    else if (event.key === "/") document.querySelector(".list-tools .search").focus();
+    else if (event.key === "Escape" && event.target.blur) event.target.blur();
+    else return;
+    event.preventDefault();
   }
 
   // Text, agent and errors-only filters over the step list; a click on a lane's label picks its agent.
@@ -372,7 +399,7 @@
       count.textContent = total + " steps";
     };
     count.textContent = total + " steps";
-    append(box, search, agents, errorsLabel, count);
+    append(box, search, agents, errorsLabel, count, el("span", "muted keys", "j / k move · Enter opens · / filters"));
   }
 
   function header(model, summary) {
@@ -784,6 +811,19 @@
       if (target.raw && target.source && this.onSelect) this.onSelect(target);
     }
 
+    // Select the next (1) or previous (-1) step or side request, scrolled into view.
+    move(delta) {
+      let i = this.selected && this.rowOf.has(this.selected) ? this.rowOf.get(this.selected) : delta > 0 ? -1 : this.rows.length;
+      do i += delta;
+      while (i >= 0 && i < this.rows.length && !this.rows[i].item);
+      if (i < 0 || i >= this.rows.length) return;
+      this.select(this.rows[i].item);
+      const top = this.offsets[i];
+      const bottom = this.offsets[i + 1];
+      if (top < this.scroller.scrollTop) this.scroller.scrollTop = top;
+      else if (bottom > this.scroller.scrollTop + this.scroller.clientHeight) this.scroller.scrollTop = bottom - this.scroller.clientHeight;
+    }
+
     // Open a step or side request and scroll to it; one hidden by the filter clears the filter first.
     reveal(target) {
       if (!this.rowOf.has(target) && this.onFilterCleared) {
@@ -818,7 +858,7 @@
     const calls = row.steps.filter((s) => s.source === "agent" && !s.placeholder);
     const agents = new Set(calls.map((s) => s.agent));
     const first = row.steps[0];
-    const last = Math.max(...row.steps.map((s) => s.end));
+    const last = greatest(row.steps.map((s) => s.end), first.end);
     append(
       head,
       el("span", "turn-name", "Turn " + row.turn),
