@@ -101,6 +101,9 @@ def test_one_file_gives_a_page_beside_it_with_the_trajectory_embedded(tmp_path: 
     assert embedded(html, "session-0") == orjson.loads(NESTED.read_bytes())
     [row] = embedded(html, "index")
     assert (row["file"], row["agents"], row["llm_calls"], row["turns"], row["side_requests"]) == ("trajectory-x.json", 3, 6, 1, 1)
+    # The session ends when its last response does: the last call's start plus its latency.
+    last = orjson.loads(NESTED.read_bytes())["steps"][-1]
+    assert row["end"] == pytest.approx(viewer._epoch(last["timestamp"]) + last["metrics"]["extra"]["latency_ms"] / 1000)
 
 
 def test_a_directory_gives_an_index_of_its_sessions_and_skips_what_is_not_a_trajectory(

@@ -40,7 +40,9 @@ class Session:
         """The session's row of the index page."""
         agents = list(_trajectories(self.document))
         steps = [step for trajectory in agents for step in trajectory.get("steps", [])]
-        times = sorted(t for t in (_epoch(step.get("timestamp")) for step in steps) if t is not None)
+        starts = [(_epoch(step.get("timestamp")), step) for step in steps]
+        times = sorted(t for t, _ in starts if t is not None)
+        ends = [t + _latency_ms(step) / 1000 for t, step in starts if t is not None]
         metrics = self.document.get("final_metrics") or {}
         lineage = (self.document.get("extra") or {}).get("agent_lineage") or {}
         agent = self.document.get("agent") or {}
@@ -50,7 +52,7 @@ class Session:
             "agent": agent.get("name", ""),
             "model": agent.get("model_name", ""),
             "start": times[0] if times else None,
-            "end": times[-1] if times else None,
+            "end": max(ends) if ends else None,
             "agents": len(agents),
             "llm_calls": sum(1 for step in steps if step.get("source") == "agent"),
             "turns": len(lineage.get("turns") or []) or None,
@@ -113,6 +115,11 @@ def _trajectories(document: dict[str, Any]):
         trajectory = stack.pop()
         yield trajectory
         stack.extend(reversed([t for t in trajectory.get("subagent_trajectories") or [] if isinstance(t, dict)]))
+
+
+def _latency_ms(step: dict[str, Any]) -> float:
+    latency = ((step.get("metrics") or {}).get("extra") or {}).get("latency_ms")
+    return latency if isinstance(latency, int | float) else 0
 
 
 def _epoch(timestamp: Any) -> float | None:

@@ -205,7 +205,7 @@
       if (!delegating) {
         for (const step of agent.parent.steps)
           for (const result of (step.raw.observation && step.raw.observation.results) || [])
-            for (const ref of result.subagent_trajectory_ref || [])
+            for (const ref of refsOf(result))
               if (ref.trajectory_id === agent.id && toolCalls.has(result.source_call_id)) delegating = toolCalls.get(result.source_call_id);
       }
       agent.delegating = delegating;
@@ -239,6 +239,12 @@
     const start = least(times, 0);
     const end = Math.max(greatest(times, start), start + 1);
     return { number, document: document_, rootLineage, agents, byId, steps, turns, sides, start, end, timed, toolCalls };
+  }
+
+  // ATIF 1.7 lists a result's subagent refs; a producer may give one object instead.
+  function refsOf(result) {
+    const refs = result.subagent_trajectory_ref;
+    return Array.isArray(refs) ? refs : refs && typeof refs === "object" ? [refs] : [];
   }
 
   // Math.min(...values) runs out of stack on very long arrays.
@@ -317,7 +323,7 @@
       });
       table.appendChild(tr);
     }
-    page.appendChild(table);
+    page.appendChild(append(el("div", "index-scroller"), table));
     app.replaceChildren(page);
   }
 
@@ -987,7 +993,7 @@
     const box = el("div", "observation" + (result.extra && result.extra.is_error ? " error" : ""));
     const title = el("div", "observation-title", result.extra && result.extra.is_error ? "result (error)" : "result");
     box.appendChild(title);
-    for (const ref of result.subagent_trajectory_ref || []) {
+    for (const ref of refsOf(result)) {
       const agent = model.byId.get(ref.trajectory_id);
       const link = el("button", "subagent-link", "subagent " + (agent ? agentPath(agent) : ref.trajectory_id) + " →");
       link.title = ref.trajectory_id;
