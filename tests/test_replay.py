@@ -81,6 +81,16 @@ def test_codex_command_output_timings_and_random_nicknames_are_left_out():
     assert key(body("0.0012", "c84dbd", "Russell"), "/v1/responses").digest == key(body("1.5000", "0a0b0c", "Ohm"), "/v1/responses").digest
 
 
+def test_claude_subagent_durations_and_the_order_of_tool_declarations_are_left_out():
+    def body(duration: int, names: list[str]) -> dict:
+        result = f"Child done.\nagentId: a8ba010e5aa0bac85\n<usage>subagent_tokens: 11821\ntool_uses: 1\nduration_ms: {duration}</usage>"
+        tools = [{"type": "function", "name": n, "parameters": {}} for n in names]
+        return {"messages": [{"role": "user", "content": [{"type": "tool_result", "content": result}]}], "tools": tools}
+
+    assert key(body(435, ["spawn_agent", "close_agent"])).digest == key(body(418, ["close_agent", "spawn_agent"])).digest
+    assert key(body(435, ["spawn_agent"])).digest != key(body(435, ["close_agent"])).digest
+
+
 def test_first_difference_names_the_field_path():
     a = key({"messages": [{"role": "user", "content": "one"}], "model": "m"})
     b = key({"messages": [{"role": "user", "content": "two"}], "model": "m"})

@@ -94,7 +94,8 @@ class Miss:
         if self.nearest is not None:
             text += f"; nearest recorded request {self.nearest.describe()}"
         if self.where is not None:
-            text += f", first difference at {self.where}: recorded {_preview(self.recorded)}, received {_preview(self.received)}"
+            recorded, received = _preview(self.recorded, self.received), _preview(self.received, self.recorded)
+            text += f", first difference at {self.where}: recorded {recorded}, received {received}"
         return text
 
     def body(self) -> bytes:
@@ -102,7 +103,7 @@ class Miss:
         if self.nearest is not None:
             detail["nearest"] = {"number": self.nearest.number, "method": self.nearest.method, "path": self.nearest.path}
         if self.where is not None:
-            detail |= {"field": self.where, "recorded": _preview(self.recorded), "received": _preview(self.received)}
+            detail |= {"field": self.where, "recorded": _preview(self.recorded, self.received), "received": _preview(self.received, self.recorded)}
         # Shaped like both APIs' errors, so SDKs and CLIs print the message.
         return orjson.dumps({"type": "error", "error": {"type": "replay_miss", "message": self.message()}, "replay_miss": detail})
 
@@ -483,6 +484,14 @@ def _flow(
     return flow
 
 
-def _preview(value: Any) -> str:
+def _preview(value: Any, other: Any = None) -> str:
+    """The value, cut to PREVIEW characters around where it first differs from `other`."""
     text = value if isinstance(value, str) else orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
-    return repr(text if len(text) <= PREVIEW else text[:PREVIEW] + "…")
+    if len(text) <= PREVIEW:
+        return repr(text)
+    start = 0
+    if isinstance(other, str):
+        start = next((n for n, (a, b) in enumerate(zip(text, other)) if a != b), min(len(text), len(other)))
+        start = max(0, start - PREVIEW // 4)
+    cut = text[start : start + PREVIEW]
+    return repr(("…" if start else "") + cut + ("…" if start + PREVIEW < len(text) else ""))

@@ -13,7 +13,8 @@ What the key leaves out (docs/replay.md lists the rules with examples):
   order, pair a live request's ids with the recorded one's (`RequestKey.ids`), which is how the
   replay puts the live ids back into recorded answers;
 - dates and times inside system prompts, `<system-reminder>`, `<env>` and
-  `<environment_context>` blocks, and the wall time and chunk id of Codex's command output;
+  `<environment_context>` blocks; the wall time and chunk id of Codex's command output, the
+  `duration_ms` of Claude Code's subagent result; the order of tool declarations;
 - text matching the caller's own `ignore` patterns (a temporary directory, a host name).
 
 JSON object keys are compared sorted (ids in keys are placeholders too); a JSON string holding a JSON object (Codex's tool outputs)
@@ -48,7 +49,8 @@ DATE_TIME = re.compile(
     r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
     r"|\b\d{1,2}:\d{2}(?::\d{2})?(?:\s?[AaPp][Mm])?\b"
 )
-VOLATILE_OUTPUT = re.compile(r"(?m)^(Wall time: )[\d.]+( seconds)$|^(Chunk ID: )\w+$")
+# Timings and handles in tool outputs: Codex's command output, Claude Code's subagent result.
+VOLATILE_OUTPUT = re.compile(r"(?m)^(Wall time: )[\d.]+(?= seconds$)|^(Chunk ID: )\w+$|^(duration_ms: )\d+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +91,13 @@ class _Canonical:
                     continue
                 value = {k: v for k, v in value.items() if k != inner}
             kept[key] = self.value(value, key in SYSTEM_FIELDS)
-        return kept
+        return _sort_tools(kept)
 
     def value(self, value: Any, system: bool) -> Any:
         if isinstance(value, dict):
             system = system or value.get("role") in SYSTEM_ROLES
             # In the order sent (ids are numbered in order of appearance); keys may be ids too.
-            return {self.text(k, False): self.value(v, system) for k, v in value.items() if k not in DROPPED_KEYS}
+            return _sort_tools({self.text(k, False): self.value(v, system) for k, v in value.items() if k not in DROPPED_KEYS})
         if isinstance(value, list):
             return [self.value(v, system) for v in value]
         if isinstance(value, str):
@@ -114,7 +116,7 @@ class _Canonical:
     def text(self, text: str, system: bool) -> str:
         for pattern in self.ignore:
             text = pattern.sub(IGNORED, text)
-        text = VOLATILE_OUTPUT.sub(lambda m: f"{m[1]}<n>{m[2]}" if m[1] else f"{m[3]}<id>", text)
+        text = VOLATILE_OUTPUT.sub(lambda m: f"{m[1] or m[2] or m[3]}<n>", text)
         if system:
             text = DATE_TIME.sub("<date>", text)
         elif "<" in text:
@@ -124,6 +126,18 @@ class _Canonical:
     def _placeholder(self, match: re.Match[str]) -> str:
         number = self.ids.setdefault(match[0], len(self.ids))
         return f"<id:{number}>"
+
+
+def _sort_tools(fields: dict[str, Any]) -> dict[str, Any]:
+    """Tool declarations in name order: Codex lists the tools of a namespace in any order."""
+    if isinstance(fields.get("tools"), list):
+        fields["tools"] = sorted(fields["tools"], key=_tool_order)
+    return fields
+
+
+def _tool_order(tool: Any) -> tuple[str, str]:
+    name = tool.get("name") or (tool.get("function") or {}).get("name") if isinstance(tool, dict) else None
+    return str(name or ""), orjson.dumps(tool, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def first_difference(a: Any, b: Any, where: str = "") -> tuple[str, Any, Any] | None:
