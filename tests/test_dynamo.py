@@ -832,3 +832,22 @@ def test_ids_dynamo_would_reject_or_ignore_are_made_safe(dynamo_frontend, workdi
         assert len({seen[label]["worker"] for label, _ in run}) == 1, run
     assert seen["ids-long:0"]["session"] != seen["ids-odd:0"]["session"]
     assert seen["ids-direct-odd:0"]["session"] is None  # Dynamo alone: no lineage, no affinity
+
+
+def test_kv_simulation_agrees_in_direction_with_the_mockers_cache_hits(stamped, workdir):
+    """`agent-lineage kv`'s lineage strategy, run on the stamped run's flows with Dynamo's two
+    workers, predicts per request whether the mocker served more than its shared chat-template
+    block (16 tokens) from cache."""
+    from agent_lineage import kv, offline
+    from agent_lineage.pipeline import Pipeline
+    from agent_lineage.settings import Settings
+
+    pipeline = Pipeline(Settings(stamp=False), [])
+    calls = {c.exchange_id: c for c in offline.replay(offline.read_flows(workdir / "flows-stamped.mitm"), pipeline)}
+    requests = kv.from_calls(calls.values())
+    simulated = kv.simulate(requests, "lineage", workers=2, cache_tokens=10**9).per_request
+    reported = [calls[r.label].response.usage.cache_read_tokens or 0 for r in requests]
+    agree = sum((s > 16) == (r > 16) for s, r in zip(simulated, reported))
+    assert len(requests) == len(stamped)
+    assert agree >= 0.8 * len(requests), f"{agree} of {len(requests)} agree"
+    assert 0.5 < sum(simulated) / sum(reported) < 1.5
