@@ -197,8 +197,8 @@ def default_table() -> HarnessTable:
     return load_table()
 
 
-TOP_LEVEL_KEYS = {"clients": dict, "side": list, "delegation_tools": list}
-CLIENT_KEYS = {
+TOP_LEVEL_KEYS: dict[str, type] = {"clients": dict, "side": list, "delegation_tools": list}
+CLIENT_KEYS: dict[str, type] = {
     "detect": list, "root": list, "agent": list, "parent": list, "turn": list, "delegation_tools": list,
     "not_a_turn": list, "subagent_marker": str, "system_noise": list, "text_noise": list, "side": list,
 }  # fmt: skip

@@ -83,7 +83,7 @@ def replay(flows_in_file: list[http.HTTPFlow], pipeline: Pipeline) -> list[Call]
 
 def _events(flows_in_file: list[http.HTTPFlow]) -> Iterator[tuple[str, http.HTTPFlow, Any]]:
     """(kind, flow, websocket message) in the order the live addon's hooks fired."""
-    events = []
+    events: list[tuple[float, int, int, int, str, http.HTTPFlow, Any]] = []
     for order, flow in enumerate(flows_in_file):
         request = flow.request
         t_request = request.timestamp_end or request.timestamp_start
