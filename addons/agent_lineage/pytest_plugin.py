@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 import pytest
 
+from . import addon_path
 from .shape import diff_shapes, shape_of
 from .validate import validate_trajectory
 
@@ -84,7 +85,7 @@ class LineageRun:
             "--set", f"confdir={self.workdir / 'mitmproxy-conf'}",
             "--set", "termlog_verbosity=warn",
             "--set", "flow_detail=0",
-            "-s", str(addon_script()),
+            "-s", addon_path(),
             "--set", f"lineage_dir={self.traces}",
             "--set", "lineage_write_interval=0",
         ]  # fmt: skip
@@ -218,15 +219,6 @@ def lineage(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     yield start
     for run in runs:
         run.close()
-
-
-def addon_script() -> Path:
-    """The file `mitmdump -s` loads."""
-    package = Path(__file__).resolve().parent
-    for candidate in (package / "addon.py", package.parent / "lineage.py"):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError("the agent-lineage mitmproxy addon script is not installed")
 
 
 def _temporary_root(basetemp: Path) -> str:
