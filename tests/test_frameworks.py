@@ -25,7 +25,7 @@ from agent_lineage.validate import validate_trajectory
 from conftest import FIXTURES
 
 RECORDINGS = sorted((FIXTURES / "frameworks").glob("*.mitm"))
-LLM_PATH = "/v1/chat/completions"
+LLM_PATHS = ("/v1/chat/completions", "/v1/responses")
 
 
 def truth_of(flows_path: Path) -> dict:
@@ -104,8 +104,13 @@ def test_each_app_has_concurrent_sessions_turns_and_delegation(flows_path):
     assert True in overlapping  # parallel subagents
 
 
-def system_prompt(body: dict) -> str:
-    return "".join(str(m.get("content")) for m in body.get("messages", []) if m.get("role") in ("system", "developer"))
+def system_prompt(body: dict) -> str | None:
+    """Chat `messages` or Responses `input`/`instructions`; None for a Responses request chained by
+    `previous_response_id`, which carries only its new items."""
+    if body.get("previous_response_id"):
+        return None
+    items = body.get("messages") or (body["input"] if isinstance(body.get("input"), list) else [])
+    return (body.get("instructions") or "") + "".join(str(m.get("content")) for m in items if m.get("role") in ("system", "developer"))
 
 
 @pytest.mark.parametrize("flows_path", RECORDINGS, ids=lambda p: p.stem)
@@ -116,8 +121,8 @@ def test_truth_agrees_with_the_system_prompts_on_the_wire(flows_path):
     by_agent: dict[tuple, set[str]] = {}
     by_name: dict[tuple, set[str]] = {}
     for label, flow in zip(truth_of(flows_path)["flows"], read_flows(flows_path)):
-        if label["kind"] == "agent":
-            prompt = system_prompt(json.loads(flow.request.content))
+        prompt = system_prompt(json.loads(flow.request.content))
+        if label["kind"] == "agent" and prompt is not None:
             by_agent.setdefault((label["root_session_id"], label["turn_index"], label["agent_id"]), set()).add(prompt)
             by_name.setdefault((label["root_session_id"], label["turn_index"], label["agent_name"]), set()).add(prompt)
     assert all(len(seen) == 1 for seen in by_agent.values())
@@ -141,7 +146,7 @@ def test_replay_scopes_and_stamps_every_llm_request(flows_path):
     labels = truth_of(flows_path)["flows"]
     predictions = scoring.predict(flows_path)
     for label, prediction in zip(labels, predictions):
-        if label["method"] == "POST" and label["path"].startswith(LLM_PATH):
+        if label["method"] == "POST" and label["path"].startswith(LLM_PATHS):
             assert prediction.scope is not None, f"#{label['index']} not scoped"
             assert prediction.headers and prediction.headers.get(scoring.SESSION_HEADER), f"#{label['index']} not stamped"
     result = scoring.score(flows_path.stem, labels, predictions)

@@ -118,9 +118,9 @@ class MemberTeam(Team):
         return _tagged_run(super().arun, self.name, args, kwargs)
 
 
-def app(base_url: str):
-    def model() -> OpenAIChat:
-        return OpenAIChat(id=MODEL, base_url=base_url, api_key=API_KEY)
+def app(base_url: str, model_class: type = OpenAIChat, model_id: str = MODEL):
+    def model():
+        return model_class(id=model_id, base_url=base_url, api_key=API_KEY)
 
     async def session(session_id: str, topic: str) -> None:
         s = truth.Session(session_id)

@@ -36,7 +36,8 @@ sys.path.insert(0, str(REPO / "tools"))
 from lineage_tools.corpus import summarize  # noqa: E402
 
 VENVS = REPO.parent / "frameworks-venvs"
-FRAMEWORKS = ("autogen", "llamaindex", "smolagents", "agno", "crewai")
+# recording -> the venv it runs in (its app is app_<recording>.py)
+RECORDINGS = {"autogen": "autogen", "llamaindex": "llamaindex", "smolagents": "smolagents", "agno": "agno", "agno_responses": "agno", "crewai": "crewai"}
 REDACTED_PATH = "/home/user/project"
 # Fields and headers that could tell one session from another on the wire.
 ID_FIELDS = ("user", "metadata", "prompt_cache_key", "previous_response_id", "conversation", "safety_identifier", "store", "service_tier")
@@ -203,7 +204,7 @@ def table(out: Path) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("framework", choices=[*FRAMEWORKS, "table"], help="the app to record, or `table`: print the fixtures README table")
+    parser.add_argument("framework", choices=[*RECORDINGS, "table"], help="the app to record, or `table`: print the fixtures README table")
     parser.add_argument("--python", help="the framework venv's python (default: ../frameworks-venvs/<framework>/bin/python)")
     parser.add_argument("--out", type=Path, default=REPO / "tests" / "fixtures" / "frameworks")
     parser.add_argument("--timeout", type=float, default=300)
@@ -211,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.framework == "table":
         print(table(args.out))
         return
-    python = args.python or str(VENVS / args.framework / "bin" / "python")
+    python = args.python or str(VENVS / RECORDINGS[args.framework] / "bin" / "python")
     with tempfile.TemporaryDirectory(prefix=f"record-{args.framework}-") as tmp:
         flows_file, recorded = run_app(args.framework, python, Path(tmp), args.timeout)
         with open(flows_file, "rb") as f:

@@ -1,4 +1,4 @@
-"""A scripted OpenAI-compatible Chat Completions server on 127.0.0.1, for recording frameworks.
+"""A scripted OpenAI-compatible server on 127.0.0.1 (Chat Completions, Responses), for recording frameworks.
 
 Each recording app passes a `respond(chat) -> Reply` function that decides, from the request's
 content alone (which agent's system prompt, which tool results are already there), what the
@@ -7,6 +7,8 @@ Ids are unique per response (a counter) and sent back in an `x-request-id` heade
 does: the truth rows name the response they got, so flows and rows pair exactly.
 Replies are JSON or, when the request asks `stream: true`, server-sent events shaped like
 OpenAI's (text deltas, tool-call deltas, a usage chunk when `stream_options.include_usage`).
+Responses requests are read as the same Chat for the script; a `previous_response_id` continues
+the conversation this server stored for that response (an unknown one is a 400, as OpenAI's).
 
 Standard library only: it runs inside each framework's throwaway venv.
 """
@@ -155,6 +157,90 @@ def _chunks(reply: Reply, model: str, rid: str, usage: bool) -> list[dict[str, A
     return out
 
 
+# -- Responses API ------------------------------------------------------------------------------
+
+
+def _chat_messages(items: Any) -> list[dict[str, Any]]:
+    """Responses input items as Chat Completions messages, for the script to read."""
+    if isinstance(items, str):
+        return [{"role": "user", "content": items}]
+    messages: list[dict[str, Any]] = []
+    for item in items or []:
+        kind = item.get("type", "message")
+        if kind == "message" or "role" in item:
+            messages.append({"role": item["role"], "content": item.get("content")})
+        elif kind == "function_call":
+            call_ = {"id": item["call_id"], "type": "function", "function": {"name": item["name"], "arguments": item.get("arguments", "")}}
+            if messages and messages[-1]["role"] == "assistant" and "tool_calls" in messages[-1]:
+                messages[-1]["tool_calls"].append(call_)
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call_]})
+        elif kind == "function_call_output":
+            messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": item.get("output", "")})
+    return messages
+
+
+def _output_items(reply: Reply, rid: str) -> list[dict[str, Any]]:
+    if reply.tool_calls:
+        return [
+            {"type": "function_call", "id": f"fc_{rid}_{i}", "call_id": f"call_{rid}_{i}", "name": c.name, "arguments": json.dumps(c.arguments), "status": "completed"}
+            for i, c in enumerate(reply.tool_calls)
+        ]
+    return [{"type": "message", "id": f"msg_{rid}", "role": "assistant", "status": "completed", "content": [{"type": "output_text", "text": reply.text, "annotations": []}]}]
+
+
+def _response(body: dict[str, Any], output: list[dict[str, Any]], reply: Reply, rid: str) -> dict[str, Any]:
+    usage = _usage(reply)
+    return {
+        "id": f"resp_{rid}",
+        "object": "response",
+        "created_at": 1764806400,
+        "status": "completed",
+        "model": body.get("model", "scripted-model"),
+        "output": output,
+        "parallel_tool_calls": True,
+        "tool_choice": body.get("tool_choice", "auto"),
+        "tools": body.get("tools", []),
+        "previous_response_id": body.get("previous_response_id"),
+        "store": body.get("store", True),
+        "error": None,
+        "incomplete_details": None,
+        "instructions": body.get("instructions"),
+        "metadata": {},
+        "text": {"format": {"type": "text"}},
+        "truncation": "disabled",
+        "usage": {
+            "input_tokens": usage["prompt_tokens"],
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": usage["completion_tokens"],
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": usage["total_tokens"],
+        },
+    }
+
+
+def _response_events(response: dict[str, Any]) -> bytes:
+    def event(kind: str, **data: Any) -> bytes:
+        return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode()
+
+    started = {**response, "status": "in_progress", "output": [], "usage": None}
+    out = [event("response.created", response=started, sequence_number=0)]
+    for index, item in enumerate(response["output"]):
+        out.append(event("response.output_item.added", output_index=index, item={**item, "status": "in_progress"}))
+        if item["type"] == "message":
+            text = item["content"][0]["text"]
+            out.append(event("response.output_text.delta", item_id=item["id"], output_index=index, content_index=0, delta=text))
+            out.append(event("response.output_text.done", item_id=item["id"], output_index=index, content_index=0, text=text))
+        out.append(event("response.output_item.done", output_index=index, item=item))
+    out.append(event("response.completed", response=response))
+    return b"".join(out)
+
+
+def output_as_input(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A response's output items as the input items a client would send back."""
+    return [{"role": "assistant", "content": item["content"][0]["text"]} if item["type"] == "message" else item for item in output]
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
@@ -169,6 +255,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.request_id = None  # one handler serves every request of a kept-alive connection
         raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+        if self.path.rstrip("/").endswith("/responses"):
+            return self._responses(raw)
         if not self.path.rstrip("/").endswith("/chat/completions"):
             return self._json(404, {"error": {"message": f"not served: {self.path}", "type": "invalid_request_error"}})
         body = json.loads(raw)
@@ -183,6 +271,38 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, _completion(reply, model, rid))
         usage = bool((body.get("stream_options") or {}).get("include_usage"))
         events = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in _chunks(reply, model, rid, usage)) + b"data: [DONE]\n\n"
+        self.send_response(200)
+        self.send_header("x-request-id", self.request_id)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("content-length", str(len(events)))
+        self.end_headers()
+        self.wfile.write(events)
+
+    def _responses(self, raw: bytes) -> None:
+        """The Responses API: `previous_response_id` continues a conversation this server stored."""
+        body = json.loads(raw)
+        earlier: list[dict[str, Any]] = []
+        if body.get("previous_response_id"):
+            earlier = self.server.stored.get(body["previous_response_id"])
+            if earlier is None:
+                return self._json(400, {"error": {"message": "previous response not found", "type": "invalid_request_error", "param": "previous_response_id"}})
+        instructions = [{"role": "system", "content": body["instructions"]}] if body.get("instructions") else []
+        messages = [*instructions, *earlier, *_chat_messages(body.get("input"))]
+        tools = [{"type": "function", "function": {"name": t.get("name", "")}} for t in body.get("tools") or []]
+        try:
+            reply = self.server.respond(Chat.of({"messages": messages, "tools": tools}))
+        except Exception as e:  # a script bug: say so to the client, loudly
+            self.server.errors.append(f"{type(e).__name__}: {e}")
+            return self._json(500, {"error": {"message": f"script failed: {e}", "type": "server_error"}})
+        rid = self.server.new_id(raw)
+        self.request_id = f"req_{rid}"
+        output = _output_items(reply, rid)
+        response = _response(body, output, reply, rid)
+        answered = [*earlier, *_chat_messages(body.get("input")), *_chat_messages(output_as_input(output))]
+        self.server.stored[response["id"]] = answered
+        if not body.get("stream"):
+            return self._json(200, response)
+        events = _response_events(response)
         self.send_response(200)
         self.send_header("x-request-id", self.request_id)
         self.send_header("content-type", "text/event-stream")
@@ -208,6 +328,7 @@ class _Server(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", port), _Handler)
         self.respond = respond
         self.errors: list[str] = []
+        self.stored: dict[str, list[dict[str, Any]]] = {}  # Responses: id -> the conversation it ended
         self._count = itertools.count(1)
         self._lock = threading.Lock()
 
