@@ -189,7 +189,7 @@ def test_codex_headers_and_turn_metadata():
         headers = {"session-id": session, "thread-id": thread, "x-codex-turn-metadata": json.dumps(metadata)}
         if parent:
             headers["x-codex-parent-thread-id"] = parent
-        body = {"model": "gpt-5", "input": [{"role": "user", "content": text}], "prompt_cache_key": session}
+        body = {"model": "gpt-5", "input": [{"role": "user", "content": text}], "prompt_cache_key": session, "tools": [{"type": "function", "name": "shell"}]}
         return c.send("/v1/responses", body, headers)
 
     main = codex(session, "t1")
@@ -427,7 +427,7 @@ def test_side_requests_carry_their_sessions_lineage_but_are_marked():
 def test_codex_title_request_under_a_fresh_wire_session_joins_the_session_it_quotes():
     c = Client(user_agent="codex_tui/0.171.0")
     main_session = "01a2-main"
-    main = c.send("/v1/responses", {"model": "m", "input": [{"role": "user", "content": "port the parser to rust"}]}, {"session-id": main_session, "thread-id": main_session})
+    main = c.send("/v1/responses", {"model": "m", "input": [{"role": "user", "content": "port the parser to rust"}], "tools": [{"type": "function", "name": "shell"}]}, {"session-id": main_session, "thread-id": main_session})
     metadata = json.dumps({"session_id": "01a2-title", "thread_id": "01a2-title", "thread_source": "thread_title"})
     title = c.send(
         "/v1/responses",
@@ -442,7 +442,7 @@ def test_sdk_title_request_quoting_a_session_prompt_is_a_side_request_of_it():
     c = Client()
     main = c.chat([{"role": "user", "content": "Help me plan the migration to Postgres 17"}], assistant("sure"), ["bash"])
     title = c.chat([{"role": "user", "content": "Give a 3-word title to: Help me plan the migration to Postgres 17"}], None)
-    assert scope(title).side == "quotes-session" and scope(title).session_id == scope(main).session_id
+    assert scope(title).side == "title" and scope(title).session_id == scope(main).session_id
 
 
 def test_head_probe_joins_the_next_session_from_the_same_host():

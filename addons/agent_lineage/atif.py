@@ -285,6 +285,7 @@ class _SessionDocument:
         self.side_requests: list[dict[str, Any]] = []
         self.continues: str | None = None
         self.pending_refs: dict[str, tuple[_Step, str]] = {}  # child agent id -> parent step, tool call id
+        self.awaited_steps: dict[str, str] = {}  # tool call id -> child agent id, linked once the step that made the call is recorded
         self.extra_bytes: bytes | None = None
 
     # -- calls ----------------------------------------------------------------------------
@@ -330,6 +331,9 @@ class _SessionDocument:
         step = node.add_step("agent", call, **_agent_step_fields(call, scope))
         for tool_call in step.tool_calls or []:
             node.tool_steps[tool_call["tool_call_id"]] = step
+            child_id = self.awaited_steps.pop(tool_call["tool_call_id"], None)
+            if child_id is not None:
+                self._link(node, tool_call["tool_call_id"], child_id)
         usage = call.response.usage
         for i, value in enumerate((usage.input_tokens, usage.output_tokens, usage.cache_read_tokens)):
             node.own_tokens[i] += value or 0
@@ -450,7 +454,12 @@ class _SessionDocument:
             child.parent_tool_call_id = call_id
             child.changed()
         # A ref must resolve in the subagent_trajectories of the trajectory holding the step.
-        if step is None or child.parent is not parent:
+        if child.parent is not parent:
+            return
+        if step is None:
+            # The child's call finished before the parent's call that started it (a child
+            # starts when the answer's last event passes, the parent's exchange ends later).
+            self.awaited_steps[call_id] = child_id
             return
         refs = step.result_for(call_id).setdefault("subagent_trajectory_ref", [])
         refs.append({"trajectory_id": child.agent_id, "session_id": self.session_id})

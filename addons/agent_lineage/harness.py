@@ -54,6 +54,13 @@ class Selector:
         return where + (f"#{self.json_key}" if self.json_key else "")
 
 
+def is_one_shot(call: Call) -> bool:
+    """The shape of a side request: no tools it may call, one or two messages, no tool results."""
+    tools_usable = bool(call.tools) and call.fields.get("tool_choice") != "none"
+    messages = [m for m in call.messages if m.role != "system"]
+    return not tools_usable and len(messages) <= 2 and not any(m.tool_results or m.tool_calls for m in messages)
+
+
 def _dig(fields: dict[str, Any], path: tuple[str, ...]) -> Any:
     value: Any = fields
     for key in path:
@@ -102,6 +109,7 @@ class Client:
     subagent_marker: re.Pattern[str] | None = None
     system_noise: list[re.Pattern[str]] = field(default_factory=list)
     text_noise: list[re.Pattern[str]] = field(default_factory=list)
+    agents_send_tools: bool = False  # every agent request declares tools: one without is a side request
     side: list[SideRule] = field(default_factory=list)
 
     def recognises(self, call: Call) -> bool:
@@ -133,19 +141,34 @@ class HarnessTable:
     side: list[SideRule] = field(default_factory=list)  # side requests of any client
     chatter: list[re.Pattern[str]] = field(default_factory=list)  # every client's not_a_turn
     text_noise: list[re.Pattern[str]] = field(default_factory=list)  # every client's text_noise
+    side_kinds: list[tuple[str, re.Pattern[str]]] = field(default_factory=list)  # what a one-shot request asks for
 
     def side_of(self, call: Call, ids: HarnessIds | None) -> str | None:
         """The side-request kind of a call: its client's rules first, then everyone's."""
         if ids is not None and ids.side:
             return ids.side
-        return next((rule.kind for rule in self.side if rule.matches(call)), None)
+        kind = next((rule.kind for rule in self.side if rule.matches(call)), None)
+        if kind is None and ids is not None and is_one_shot(call):
+            client = self.client(ids.client)
+            if client is not None and client.agents_send_tools:
+                return self.one_shot_kind(call)
+        return kind
+
+    def one_shot_kind(self, call: Call) -> str:
+        """What a one-shot request asks for (title, summary, ...), from its prompt; `one-shot` if unsure."""
+        text = call.system + "\n" + "\n".join(m.text for m in call.messages[:2])
+        return next((kind for kind, pattern in self.side_kinds if pattern.search(text)), "one-shot")
 
     def is_subagent(self, call: Call, ids: HarnessIds | None) -> bool | None:
-        """Whether the client marks this request as a subagent's (None: it does not say)."""
+        """Whether the client marks this request as a subagent's (None: it does not say). The marker
+        proves a subagent; its absence proves a root only where the client's ids are on the wire
+        too (a gateway that strips the ids, or a fork of the CLI, may drop the marker's meaning)."""
         client = self.client(ids.client) if ids else None
         if client is None or client.subagent_marker is None:
             return None
-        return client.subagent_marker.search(call.system) is not None
+        if client.subagent_marker.search(call.system) is not None:
+            return True
+        return False if ids is not None and (ids.root or ids.agent) else None
 
     def stable_system(self, call: Call, ids: HarnessIds | None) -> str:
         """The system prompt without the parts the client varies per process."""
@@ -216,7 +239,7 @@ def load_table(user_file: str | Path | None = None) -> HarnessTable:
         check_shape(user, str(user_file))
         for name, spec in (user.get("clients") or {}).items():
             raw["clients"][name] = {**raw["clients"].get(name, {}), **spec}
-        for key in ("delegation_tools", "side"):
+        for key in ("delegation_tools", "side", "side_kinds"):
             if key in user:
                 raw[key] = user[key]
     return _compile(raw, str(user_file or "harness.yaml"))
@@ -255,7 +278,11 @@ def _compile(raw: dict[str, Any], source: str) -> HarnessTable:
         raise HarnessTableError(f"{source}: side: {e}") from None
     chatter = [p for c in clients for p in c.not_a_turn]
     text_noise = [p for c in clients for p in c.text_noise]
-    return HarnessTable(clients, frozenset(raw.get("delegation_tools") or ()), side, chatter, text_noise)
+    try:
+        side_kinds = [(str(e["kind"]), re.compile(e["regex"])) for e in raw.get("side_kinds") or []]
+    except (TypeError, KeyError, re.error) as e:
+        raise HarnessTableError(f"{source}: side_kinds: {e}") from None
+    return HarnessTable(clients, frozenset(raw.get("delegation_tools") or ()), side, chatter, text_noise, side_kinds)
 
 
 def _client(name: str, spec: dict[str, Any]) -> Client:
@@ -275,6 +302,7 @@ def _client(name: str, spec: dict[str, Any]) -> Client:
         client.subagent_marker = re.compile(spec["subagent_marker"])
     client.system_noise = [re.compile(p, re.M) for p in spec.get("system_noise") or []]
     client.text_noise = [re.compile(p, re.S) for p in spec.get("text_noise") or []]
+    client.agents_send_tools = bool(spec.get("agents_send_tools", False))
     client.side = [_side_rule(e) for e in spec.get("side") or []]
     return client
 

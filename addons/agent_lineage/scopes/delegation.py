@@ -11,6 +11,8 @@ from .conversations import Conversations, ToolUse, TrackedAgent
 
 MIN_QUOTE = 12  # shortest tool argument text that may identify a subagent's task
 RECENT_CLOSE_SECONDS = 120.0  # asynchronous spawns (Codex) answer before the child starts
+LONG_QUOTE = 40  # an argument this long found in a longer text still names that text's task
+PROSE_QUOTE = 24  # as does a shorter one of four words or more
 CHILD_START_SECONDS = 30.0  # a subagent starts right after its delegation call: later, timing alone proves nothing
 
 
@@ -35,7 +37,7 @@ class Delegation:
     def delegating_tool(self, call: Call, system: bytes, marked_subagent: bool) -> tuple[TrackedAgent, str, str] | None:
         """For a new conversation: the tool call of the same client that started it, if any."""
         text = self.task_text(call)
-        best: tuple[int, float, TrackedAgent, str] | None = None
+        best: tuple[int, float, TrackedAgent, str] | None = None  # quoted, order, agent, call id
         open_delegations: list[tuple[TrackedAgent, str]] = []
         for agent, call_id, use in self._tool_uses(call.client, call.t_start):
             if use.child is not None:
@@ -49,8 +51,12 @@ class Delegation:
             if fresh and use.delegation and (marked_subagent or unmarked_child):
                 open_delegations.append((agent, call_id))
             quoted = _quoted(use.quotes, text)
-            if quoted and (best is None or (quoted, use.t_emitted) > best[:2]):
-                best = (quoted, use.t_emitted, agent, call_id)
+            # Equal quotes (one task delegated twice, by one agent or by two sessions): the open
+            # call first, the oldest open one (children start in the order they were asked for),
+            # else the latest closed one.
+            order = (-use.t_emitted if use.t_closed is None else use.t_emitted - 1e12)
+            if quoted and (best is None or (quoted, order) > best[:2]):
+                best = (quoted, order, agent, call_id)
         if best is not None:
             return best[2], best[3], "quotes-tool-argument"
         if len({id(agent) for agent, _ in open_delegations}) == 1:
@@ -68,6 +74,18 @@ class Delegation:
             return None
         answered = {r.call_id for m in call.messages[prefix:] for r in m.tool_results}
         return agent if not (open_ids & answered) else None
+
+    def spawn_call(self, call: Call, parent: TrackedAgent, prefix: int) -> str | None:
+        """The parent's open call that started a forked child: the delegation whose arguments the
+        fork's new messages quote best, else its only open delegation."""
+        text = "\n".join(self.table.without_text_noise(m.text) for m in call.messages[prefix:] if m.role == "user")
+        open_calls = [(call_id, use) for call_id, use in parent.tools.items() if use.t_closed is None and use.child is None]
+        quoted = [(_quoted(use.quotes, text) or _contained_in(use.quotes, text), call_id) for call_id, use in open_calls]
+        best = max(quoted, default=(0, None))
+        if best[0]:
+            return best[1]
+        delegations = [call_id for call_id, use in open_calls if use.delegation]
+        return delegations[0] if len(delegations) == 1 else None
 
     def link(self, call: Call, child: TrackedAgent, scope: Scope) -> None:
         """A harness-identified child: find the parent's tool call that started it (for the trajectory)."""
@@ -117,13 +135,16 @@ class Delegation:
                 return text
         return ""
 
-    def delegator_quoted(self, call: Call) -> TrackedAgent | None:
-        """The agent whose open delegation's task the call's user text quotes, if any."""
-        text = self.task_text(call)
+    def delegator_quoted(self, call: Call, text: str | None = None) -> TrackedAgent | None:
+        """The agent whose open delegation's task the call's user text quotes, if any; given the
+        whole `text` of a one-shot request, any open tool call's (a framework's own tool that runs
+        a group of agents)."""
+        any_tool = text is not None
+        text = self.task_text(call) if text is None else text
         quoting = [
             (_quoted(use.quotes, text), use.t_emitted, agent)
             for agent, _, use in self._tool_uses(call.client, call.t_start)
-            if use.delegation and use.child is None
+            if (use.delegation or any_tool) and use.child is None
         ]
         best = max((q for q in quoting if q[0]), key=lambda q: q[:2], default=None)
         return best[2] if best else None
@@ -156,5 +177,18 @@ def _quotes(arguments: dict) -> list[str]:
 
 def _quoted(quotes: list[str], task: str) -> int:
     """How much of a task a tool call's arguments quote: the longest argument found in it that
-    covers at least half of it (a path or a flag found in a long prompt proves nothing)."""
-    return max((len(q) for q in quotes if 2 * len(q) >= len(task) and q in task), default=0)
+    covers at least half of it or is long enough to name a task on its own (frameworks wrap the
+    task in a template of their own); a path or a flag found in a long prompt proves nothing."""
+    return max((len(q) for q in quotes if (2 * len(q) >= len(task) or _names_a_task(q)) and q in task), default=0)
+
+
+def _contained_in(quotes: list[str], text: str) -> int:
+    """The longest argument that contains the whole text (a fork's task wrapped by its harness is
+    the other way round: the spawn call's message holds what the child was told)."""
+    text = text.strip()
+    return max((len(q) for q in quotes if len(text) >= MIN_QUOTE and text in q), default=0)
+
+
+def _names_a_task(quote: str) -> bool:
+    """Prose long enough to name a task wherever it is found (a path or a flag has no spaces)."""
+    return len(quote) >= LONG_QUOTE or (len(quote) >= PROSE_QUOTE and len(quote.split()) >= 4)

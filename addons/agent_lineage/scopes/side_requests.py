@@ -3,15 +3,22 @@ counts, quota probes). One that names no session is an orphan until a session st
 
 from __future__ import annotations
 
+from ..harness import is_one_shot
 from ..model import Call, Exchange, Scope
 from .conversations import Conversations, TrackedAgent, TrackedSession
 from .delegation import MIN_QUOTE
 ORPHAN_WINDOW = 30.0  # an orphan is claimed by a session start within this many seconds, or never
 
 
-def looks_like_side_request(call: Call) -> bool:
-    """Title / summary calls of SDK apps: no tools, one or two messages."""
-    return not call.tools and len(call.messages) <= 2
+def is_side_of(agent: TrackedAgent, call: Call, context: tuple[bytes, bytes]) -> bool:
+    """A request under the agent's ids that is not its conversation: the shape of a one-shot
+    request and a system prompt other than the agent's own."""
+    return agent.context is not None and context[0] != agent.context[0] and is_one_shot(call)
+
+
+def all_text(call: Call) -> str:
+    """Everything a one-shot request quotes: its system prompt (a transcript may sit there) and messages."""
+    return "\n".join([call.system, *(m.text for m in call.messages)])
 
 
 def quoted_session(conversations: Conversations, call: Call, exclude: TrackedSession | None = None) -> TrackedSession | None:

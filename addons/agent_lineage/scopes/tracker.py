@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from ..harness import HarnessIds, HarnessTable
+from ..harness import HarnessIds, HarnessTable, is_one_shot
 from ..ids import derived_id, sanitize_id
 from ..lineage import PARENT_HEADER, SESSION_HEADER
 from ..model import Call, Message, Scope
@@ -38,7 +38,7 @@ class ScopeTracker:
         call.new_messages = call.messages[thread[1]:] if thread else list(call.messages)
         scope = (
             self._from_client_lineage(call)
-            or (self._from_harness(call, ids, thread) if ids and (ids.root or ids.agent) else None)
+            or (self._from_harness(call, ids, thread, context) if ids and (ids.root or ids.agent) else None)
             or self._infer(call, ids, side, thread, context)
         )
         scope.side = scope.side or side
@@ -117,7 +117,7 @@ class ScopeTracker:
         scope.parent_id = parent_id
         return scope
 
-    def _from_harness(self, call: Call, ids: HarnessIds, thread: Thread | None) -> Scope:
+    def _from_harness(self, call: Call, ids: HarnessIds, thread: Thread | None, context: tuple[bytes, bytes]) -> Scope:
         agent_id, parent_id, root_id = _harness_lineage(ids)
         known = agent_id in self.conversations.agents
         agent = self.conversations.agent_by_id(agent_id, parent_id, root_id, call, raw_id=ids.agent or ids.root)
@@ -125,23 +125,42 @@ class ScopeTracker:
         if thread is not None:
             evidence["messages"] = f"{thread[2]}:{thread[0].id}"
         scope = _scope(agent, evidence)
+        if known and thread is None and not ids.side and side_requests.is_side_of(agent, call, context):
+            # The agent's ids, but not its conversation: a one-shot request under its own prompt.
+            scope.side = self.table.one_shot_kind(call)
+            scope.evidence["side"] = "one-shot-under-agent-ids"
         if ids.side and not known and ids.root and agent.parent is None:
             side_requests.adopt(self.conversations, call, agent, scope)
         if not known and agent.parent is not None:
-            self.delegation.link(call, agent, scope)
+            if thread is not None and thread[0] is agent.parent:
+                # A forked child: its first request carries its parent's history.
+                spawn = self.delegation.spawn_call(call, agent.parent, thread[1])
+                if spawn is not None:
+                    self.delegation.claim(agent.parent, spawn, agent)
+                    scope.delegated_by = spawn
+                    scope.evidence["delegated_by"] = "fork-of-parent-history"
+            if scope.delegated_by is None:
+                self.delegation.link(call, agent, scope)
         return scope
 
     def _infer(self, call: Call, ids: HarnessIds | None, side: str | None, thread: Thread | None, context: tuple[bytes, bytes]) -> Scope:
         conversations = self.conversations
+        # A client that marks its subagents' requests says which new conversations are roots.
+        marked = self.table.is_subagent(call, ids)
         if thread is not None:
             agent, prefix, how = thread
             forked_from = self.delegation.fork_of(call, agent, prefix)
-            if forked_from is None:
+            if forked_from is not None:
+                child = conversations.new_agent(forked_from.session, forked_from, call, derived_id("fork", forked_from.id, str(prefix)))
+                scope = _scope(child, {"agent": "fork", "parent": f"fork-of:{how}"})
+                spawn = self.delegation.spawn_call(call, forked_from, prefix)
+                if spawn is not None:
+                    self.delegation.claim(forked_from, spawn, child)
+                    scope.delegated_by = spawn
+                return scope
+            if not self._twin_of(call, agent, prefix):
                 return _scope(agent, {"agent": how})
-            child = conversations.new_agent(forked_from.session, forked_from, call, derived_id("fork", forked_from.id, str(prefix)))
-            return _scope(child, {"agent": "fork", "parent": f"fork-of:{how}"})
-        # A client that marks its subagents' requests says which new conversations are roots.
-        marked = self.table.is_subagent(call, ids)
+            thread = None  # the same task delegated again: a conversation of its own
         delegation = None if side or marked is False else self.delegation.delegating_tool(call, context[0], marked is True)
         if delegation is not None:
             parent, call_id, how = delegation
@@ -150,18 +169,21 @@ class ScopeTracker:
             scope = _scope(child, {"agent": "new-conversation", "parent": how})
             scope.delegated_by = call_id
             return scope
-        if side is not None or side_requests.looks_like_side_request(call):
+        one_shot = side is None and is_one_shot(call)
+        if side is not None or one_shot:
             host = side_requests.quoted_session(conversations, call)
             if host is not None and host.root is not None:
                 scope = _scope(host.root, {"agent": "side:quotes-session-prompt"})
-                scope.side = side or "quotes-session"
+                scope.side = side or self.table.one_shot_kind(call)
                 return scope
-        if side is not None and (delegator := self.delegation.delegator_quoted(call)) is not None:
             # A subagent's side request sent before the subagent's own first request (Gemini
-            # CLI's router scores the task it was given): the delegating agent's.
-            scope = _scope(delegator, {"agent": "side:quotes-delegated-task"})
-            scope.side = side
-            return scope
+            # CLI's router scores the task it was given; a group chat picks its next speaker from
+            # the transcript): the delegating agent's.
+            delegator = self.delegation.delegator_quoted(call, side_requests.all_text(call) if one_shot else None)
+            if delegator is not None:
+                scope = _scope(delegator, {"agent": "side:quotes-delegated-task"})
+                scope.side = side or self.table.one_shot_kind(call)
+                return scope
         if side is not None:
             placeholder = derived_id("side", call.client, call.system, _first_user_text(call.messages))
             return Scope(session_id=placeholder, agent_id=placeholder, side=side, pending=True, evidence={"agent": "pending:next-turn-of-client"})
@@ -174,6 +196,14 @@ class ScopeTracker:
         session = conversations.new_session(session_id, call)
         root = conversations.new_agent(session, None, call, session_id)
         return _scope(root, {"agent": "new-conversation", "session": "content-hash"})
+
+    def _twin_of(self, call: Call, agent: TrackedAgent, prefix: int) -> bool:
+        """Whether a request that repeats a subagent's first request word for word is a second
+        subagent given the same task: another delegation, still unclaimed, quotes it (a retry
+        after a failure repeats it too, and stays with its agent)."""
+        if prefix != len(call.messages) or agent.delegated_by is None or prefix in agent.failed_lengths:
+            return False
+        return self.delegation.delegating_tool(call, self._context(call, None)[0], False) is not None
 
     def _context(self, call: Call, ids: HarnessIds | None) -> tuple[bytes, bytes]:
         """Fingerprints of the system prompt (without its per-process parts) and of the tools."""
