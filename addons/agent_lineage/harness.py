@@ -220,10 +220,11 @@ def default_table() -> HarnessTable:
     return load_table()
 
 
-TOP_LEVEL_KEYS: dict[str, type] = {"clients": dict, "side": list, "delegation_tools": list}
+TOP_LEVEL_KEYS: dict[str, type] = {"clients": dict, "side": list, "side_kinds": list, "delegation_tools": list}
 CLIENT_KEYS: dict[str, type] = {
     "detect": list, "root": list, "agent": list, "parent": list, "turn": list, "delegation_tools": list,
     "not_a_turn": list, "subagent_marker": str, "system_noise": list, "text_noise": list, "side": list,
+    "agents_send_tools": bool,
 }  # fmt: skip
 
 
