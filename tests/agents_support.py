@@ -39,6 +39,7 @@ AGENT_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "agents"
 CLAUDE_VERSION = "2.1.197"  # the versions the fixtures were recorded with (scripts/install_agents)
 CODEX_VERSION = "0.171.0"
 GEMINI_VERSION = "0.61.0"
+OPENCODE_VERSION = "1.18.33"
 FAKE_KEY = "sk-fake"
 CLI_TIMEOUT = 120.0  # seconds for one CLI invocation; its process group is killed after that
 
@@ -293,21 +294,24 @@ class Run:
         )
 
 
-def run_cli(argv: list[str], env: dict[str, str], cwd: Path, network: Network, timeout: float = CLI_TIMEOUT) -> Run:
-    """Run a CLI to completion in `network`; on timeout kill its whole process group and fail."""
+def run_cli(
+    argv: list[str], env: dict[str, str], cwd: Path, network: Network, timeout: float = CLI_TIMEOUT, stdin: str | None = None
+) -> Run:
+    """Run a CLI to completion in `network` (`stdin`: text piped to it); on timeout kill its
+    whole process group and fail."""
     start = time.monotonic()
     process = subprocess.Popen(
         [*network.prefix(), *argv],
         env=env,
         cwd=cwd,
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group: killed whole, shell tools included
     )
     try:
-        stdout, stderr = process.communicate(timeout=timeout)
+        stdout, stderr = process.communicate(stdin, timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill_group(process)
         stdout, stderr = process.communicate()
@@ -420,6 +424,35 @@ def gemini_argv(cli: Path, prompt: str, *, resume: bool = False) -> list[str]:
     return [*argv, "--resume", "latest", "-p", prompt] if resume else [*argv, "-p", prompt]
 
 
+def opencode_env(home: Path, proxy: Proxy, network: Network) -> dict[str, str]:
+    """OpenCode with one OpenAI-compatible provider (Chat Completions) whose baseURL is the proxy
+    (reverse mode), for the agent and for its small model (the session title)."""
+    env = base_env(home) | proxy_env(proxy, network)
+    env |= {"OPENCODE_DISABLE_MODELS_FETCH": "1", "OPENCODE_DISABLE_AUTOUPDATE": "1", "OPENCODE_DISABLE_LSP_DOWNLOAD": "1"}
+    config = {
+        "provider": {
+            "lineage": {
+                "npm": "@ai-sdk/openai-compatible",
+                "name": "Demo upstream through agent-lineage",
+                "options": {"baseURL": f"{proxy.url}/v1", "apiKey": FAKE_KEY},
+                "models": {"demo-model": {"name": "demo-model", "tool_call": True}},
+            }
+        },
+        "model": "lineage/demo-model",
+        "small_model": "lineage/demo-model",
+        "autoupdate": False,
+        "share": "disabled",
+    }
+    (home / ".config" / "opencode").mkdir(parents=True, exist_ok=True)
+    (home / ".config" / "opencode" / "opencode.json").write_text(json.dumps(config))
+    return env
+
+
+def opencode_argv(cli: Path, *, resume: bool = False) -> list[str]:
+    """`opencode run` takes the prompt on stdin: as arguments it would quote them itself."""
+    return [str(cli), "run", "--format", "json", *(["--continue"] if resume else [])]
+
+
 def claude_argv(cli: Path, prompt: str, *, resume: bool = False) -> list[str]:
     argv = [str(cli), "-p", "--dangerously-skip-permissions", "--output-format", "json"]
     return [*argv, "--continue", prompt] if resume else [*argv, prompt]
@@ -523,6 +556,11 @@ def gemini_agent(task: str, *steps: str) -> dict:
     """The `invoke_agent` arguments that delegate `task` to Gemini CLI's generalist subagent;
     a subagent ends by calling `complete_task` (a text answer alone earns it a reminder)."""
     return {"agent_name": "generalist", "prompt": f"{task} {script(*steps)}"}
+
+
+def opencode_task(task: str, *steps: str) -> dict:
+    """The `task` tool input that delegates `task` to OpenCode's general subagent."""
+    return {"description": task, "prompt": f"{task} {script(*steps)}", "subagent_type": "general"}
 
 
 def gemini_done(response: str) -> str:

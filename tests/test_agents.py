@@ -44,6 +44,7 @@ from agents_support import (
     CODEX_VERSION,
     FAKE_KEY,
     GEMINI_VERSION,
+    OPENCODE_VERSION,
     Network,
     Proxy,
     Run,
@@ -66,6 +67,9 @@ from agents_support import (
     gemini_env,
     load_trajectories,
     native_lineage,
+    opencode_argv,
+    opencode_env,
+    opencode_task,
     run_claude_tui,
     run_cli,
     say,
@@ -220,6 +224,34 @@ def gemini_scenarios(project: Path) -> dict[str, Scenario]:
     }  # fmt: skip
 
 
+def opencode_scenarios(project: Path) -> dict[str, Scenario]:
+    bash = tool("bash", command="echo tool-ok", description="Print tool-ok")
+    return {
+        "tool_loop": Scenario(
+            [f"Check the project. {script(bash, tool('read', filePath=str(project / 'README.md')), say('Checked.'))}"],
+            "Checked.", [], ["bash", "read"],
+        ),
+        "two_turns": Scenario(
+            [f"First question. {script(say('First answer.'))}", f"Second question. {script(bash, say('Second answer.'))}"],
+            "Second answer.", [], ["bash"], turns=2,
+        ),
+        "subagent": Scenario(
+            [f"Delegate. {script(tool('task', **opencode_task('Run a command', bash, say('Child done.'))), say('All done.'))}"],
+            "All done.", [[]], ["task"], subagent_tools=[["bash"]],
+        ),
+        "parallel": Scenario(
+            [
+                "Two at once. "
+                + script(
+                    tools(("task", opencode_task("First task", say("First done."))), ("task", opencode_task("Second task", bash, say("Second done.")))),
+                    say("Both done."),
+                )
+            ],
+            "Both done.", [[], []], ["task", "task"], subagent_tools=[[], ["bash"]],
+        ),
+    }  # fmt: skip
+
+
 # A Gemini CLI subagent ends by calling complete_task: its result goes to the parent, no request
 # carries it back to the subagent.
 GEMINI_UNANSWERED = frozenset({"complete_task"})
@@ -232,6 +264,7 @@ CASES = [(s, "reverse") for s in SCENARIOS] + [(s, "forward") for s in FORWARD_S
 # and it talks Responses over a WebSocket (one connection per agent thread).
 CODEX_OPENAI_CASES = [("subagent", "forward-openai")]
 GEMINI_CASES = [("tool_loop", "reverse"), ("two_turns", "reverse"), ("subagent", "reverse")]
+OPENCODE_CASES = [("tool_loop", "reverse"), ("two_turns", "reverse"), ("subagent", "reverse"), ("parallel", "reverse")]
 
 
 # --- running one scenario --------------------------------------------------------------------
@@ -272,7 +305,7 @@ def play(cli: str, mode: str, name: str, tmp_path: Path, network: Network) -> Se
             pytest.skip("tmux is not installed (it runs Claude Code's interactive UI)")
         scenario = claude_interactive()
     else:
-        scenarios = {"claude": claude_scenarios, "codex": codex_scenarios, "gemini": gemini_scenarios}[cli]
+        scenarios = {"claude": claude_scenarios, "codex": codex_scenarios, "gemini": gemini_scenarios, "opencode": opencode_scenarios}[cli]
         scenario = scenarios(project)[name]
     upstream = network.call(lambda: DemoUpstream().start())
     # OpenAI's own provider also fetches its model list from chatgpt.com: answered (404) at once.
@@ -292,10 +325,14 @@ def play(cli: str, mode: str, name: str, tmp_path: Path, network: Network) -> Se
             elif cli == "gemini":
                 env = gemini_env(tmp_path / "home", proxy, network)
                 argv = gemini_argv(executable, prompt, resume=n > 0)
+            elif cli == "opencode":
+                env = opencode_env(tmp_path / "home", proxy, network)
+                run = run_cli(opencode_argv(executable, resume=n > 0), env, project, network, stdin=prompt)
             else:
                 env = codex_env(tmp_path / "home", tmp_path / "codex-home", proxy, network, provider)
                 argv = codex_argv(executable, prompt, resume=n > 0)
-            run = run_cli(argv, env, project, network)
+            if cli != "opencode":
+                run = run_cli(argv, env, project, network)
             runs.append(run)
             assert run.returncode == 0, f"{run.describe()}\n--- mitmdump\n{proxy.output()[-3000:]}"
     finally:
@@ -323,6 +360,10 @@ def final_answer(session: Session) -> tuple[str, str]:
     if session.cli == "gemini":
         result = json.loads(run.stdout[run.stdout.index("{"):])
         return result["session_id"], result["response"]
+    if session.cli == "opencode":
+        events = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+        texts = [e["part"]["text"] for e in events if e["type"] == "text"]
+        return events[0]["sessionID"], texts[-1] if texts else ""
     events = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
     thread = next(e["thread_id"] for e in events if e["type"] == "thread.started")
     messages = [e["item"]["text"] for e in events if e["type"] == "item.completed" and e["item"]["type"] == "agent_message"]
@@ -342,7 +383,7 @@ def is_llm_request(request) -> bool:
     return request.method == "POST" and path.endswith(LLM_PATH_ENDS)
 
 
-LLM_PATH_ENDS = ("/messages", "/responses", ":generateContent", ":streamGenerateContent")
+LLM_PATH_ENDS = ("/messages", "/responses", "/chat/completions", ":generateContent", ":streamGenerateContent")
 
 
 # --- live tests ------------------------------------------------------------------------------
@@ -373,6 +414,17 @@ def test_gemini_cli_through_the_proxy(name: str, mode: str, tmp_path: Path, netw
     session = play("gemini", mode, name, tmp_path, network)
     with mitmdump_log_on_failure(session):
         check_session(session)
+
+
+@pytest.mark.agents
+@pytest.mark.parametrize(("name", "mode"), OPENCODE_CASES, ids=[f"{s}-{m}" for s, m in OPENCODE_CASES])
+def test_opencode_through_the_proxy(name: str, mode: str, tmp_path: Path, network: Network):
+    session = play("opencode", mode, name, tmp_path, network)
+    with mitmdump_log_on_failure(session):
+        check_session(session)
+        # Its session title comes from a tool-less request on the root session (x-session-id).
+        titles = [c for c in session.proxy.read_calls() if side_of(c) == "title"]
+        assert len(titles) == len(session.runs) - (1 if name == "two_turns" else 0), [side_of(c) for c in session.proxy.read_calls()]
 
 
 @pytest.mark.agents
@@ -423,6 +475,9 @@ def check_session(session: Session) -> None:
     if session.cli == "gemini":
         # Its model router scores every prompt of an agent (the user's, a subagent's task).
         assert llm_side and set(llm_side) == {"routing"}, llm_side
+        assert len(agent_calls) + len(llm_side) == len(llm)
+    elif session.cli == "opencode":
+        assert llm_side and set(llm_side) == {"title"}, llm_side
         assert len(agent_calls) + len(llm_side) == len(llm)
     elif session.mode == "forward-openai":
         # Over a WebSocket every `response.create` is a call; each agent's connection starts with
@@ -540,11 +595,12 @@ def test_recordings_cover_both_clis_and_all_scenarios():
         pytest.skip("no recordings in tests/fixtures/agents (scripts/record_fixtures)")
     expected = {f"{cli}_{s}_{m}" for cli in ("claude", "codex") for s, m in CASES}
     expected |= {"claude_interactive_reverse"} | {f"codex_{s}_{m}" for s, m in CODEX_OPENAI_CASES}
-    expected |= {f"gemini_{s}_{m}" for s, m in GEMINI_CASES}
+    expected |= {f"gemini_{s}_{m}" for s, m in GEMINI_CASES} | {f"opencode_{s}_{m}" for s, m in OPENCODE_CASES}
     assert expected <= set(RECORDINGS), sorted(expected - set(RECORDINGS))  # others: captured by hand
     for name in sorted(expected):
         meta = json.loads((AGENT_FIXTURES / name / "meta.json").read_text())
-        assert meta["version"] == {"claude": CLAUDE_VERSION, "codex": CODEX_VERSION, "gemini": GEMINI_VERSION}[meta["cli"]]
+        versions = {"claude": CLAUDE_VERSION, "codex": CODEX_VERSION, "gemini": GEMINI_VERSION, "opencode": OPENCODE_VERSION}
+        assert meta["version"] == versions[meta["cli"]]
     for name in RECORDINGS:
         for flow in filter(is_llm_flow, read_flows(AGENT_FIXTURES / name / "flows.mitm")):
             assert FAKE_KEY not in str(list(flow.request.headers.items())), (name, flow.request.path)
