@@ -14,13 +14,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
+import sys
 from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 
+from . import contentview
+from .console import LINEAGE_KEY, MODES, Console, flow_comment, flow_marker, lineage_record
 from .driver import Driver
 from .harness import HarnessTableError
-from .model import REDACTED, SECRET_HEADERS, SECRET_QUERY_PARAMS
+from .model import REDACTED, SECRET_HEADERS, SECRET_QUERY_PARAMS, Call
 from .pipeline import CallLog, Pipeline
 from .settings import DEFAULTS, Settings
 from .trajectories import TrajectoryWriter
@@ -37,6 +41,7 @@ class Lineage:
         self.writer: TrajectoryWriter | None = None
         self.calls_log: CallLog | None = None
         self.unredacted: dict[str, http.HTTPFlow] = {}  # flows whose secrets are still in the record
+        self.console = Console()
 
     def load(self, loader: Any) -> None:
         loader.add_option("lineage_stamp", bool, DEFAULTS.stamp, "Stamp x-dynamo-session-id / x-dynamo-parent-session-id on LLM requests. Off: only observe and record.")
@@ -55,12 +60,23 @@ class Lineage:
         loader.add_option("lineage_harness_file", str, "", "YAML file merged over the built-in harness table (client headers and body fields).")
         loader.add_option("lineage_calls_log", str, "", "Append every finished LLM call as one JSON line to this file (debugging).")
         loader.add_option("lineage_redact_flows", bool, True, "Blank secret header values (Authorization, x-api-key, cookies) and key-like query values in every flow once forwarded, so saved flows (-w) hold no keys.")
+        loader.add_option(
+            "lineage_console",
+            str,
+            "line",
+            "One line in mitmproxy's log per finished LLM call: 'line', 'verbose' (adds the full ids and all evidence) or 'off'.",
+            choices=list(MODES),
+        )
+        contentview.register()
 
     def configure(self, updated: set[str]) -> None:
         """Apply changed options in place: sessions in memory survive every change; only a new
         `lineage_dir` or `lineage_calls_log` replaces its sink."""
         if "stream_large_bodies" in updated:
             self._warn_about_streamed_requests()
+        if "lineage_console" in updated:
+            self.console.mode = ctx.options.lineage_console
+            self.console.color = _terminal_takes_colour()
         settings = self._settings()  # validates every option before anything changes
         write_interval = _seconds("lineage_write_interval", minimum=0.0)
         if self.pipeline is None:
@@ -84,7 +100,7 @@ class Lineage:
             self.writer.write_interval = write_interval
         if "lineage_calls_log" in updated:
             self._replace_calls_log()
-        self.pipeline.sinks = [sink for sink in (self.writer, self.calls_log) if sink is not None]
+        self.pipeline.sinks = [sink for sink in (self.writer, self.calls_log, self.console) if sink is not None]
 
     def running(self) -> None:
         unknown = sorted(name for name in ctx.options.deferred if name.startswith("lineage_"))
@@ -139,6 +155,9 @@ class Lineage:
         self.unredacted[flow.id] = flow
         if self.driver is not None:
             self.driver.request(flow)
+            live = self.driver.in_flight.get(flow.id)
+            if live is not None:
+                self._show(flow, live.call)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if self.driver is None or flow.response is None:
@@ -176,6 +195,16 @@ class Lineage:
             self.driver.done()
         for flow in list(self.unredacted.values()):  # still in flight: the save addon writes them next
             self._redact(flow)
+        contentview.unregister()
+
+    def _show(self, flow: http.HTTPFlow, call: Call) -> None:
+        """The call's lineage where mitmproxy's UIs show it: comment, marker, and the record the
+        "LLM call" content view reads (saved with the flow)."""
+        placement = self.console.begin(call)
+        flow.comment = flow_comment(call.scope, placement)
+        if marker := flow_marker(call.scope):
+            flow.marked = marker
+        flow.metadata[LINEAGE_KEY] = lineage_record(call, placement)
 
     def _redact(self, flow: http.HTTPFlow) -> None:
         """Blank secrets in the flow's record once the request has gone upstream with them, so
@@ -204,3 +233,11 @@ def _seconds(option: str, minimum: float | None = None) -> float:
         raise exceptions.OptionsError(f"{option} must be a finite number {bound}, not {raw!r}")
     return value
 
+
+def _terminal_takes_colour() -> bool:
+    """Colour for mitmdump writing to a terminal; none with NO_COLOR or TERM=dumb, and none in
+    mitmweb and the mitmproxy console, whose event logs (the eventstore addon) show plain text."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    addons = ctx.master.addons
+    return addons.get("termlog") is not None and addons.get("eventstore") is None and sys.stdout.isatty()

@@ -85,7 +85,10 @@ VIEW = LLMCallView()
 
 
 def register() -> None:
-    contentviews.add(VIEW)
+    """Idempotent: one view for every addon instance (tests load several; mitmproxy 11 refuses a
+    second view of the same name)."""
+    if NEW_API or VIEW not in contentviews.views:
+        contentviews.add(VIEW)
 
 
 def unregister() -> None:

@@ -1,0 +1,125 @@
+"""The console line from a real mitmdump: the demo agent's sessions through the proxy, one line per
+LLM request, with the scope each call was given; colour only on a terminal and never with NO_COLOR."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from agent_lineage.console import short_id
+from agent_lineage.demo.driver import APIS, run_demo_session
+from agent_lineage.demo.upstream import DemoUpstream
+
+from conftest import ADDON, free_port, wait_for_port
+from test_console import ANSI, LINE
+
+pytestmark = pytest.mark.e2e
+
+# mitmproxy's own `[time] ` before each log line, coloured on a terminal.
+LOG_PREFIX = re.compile(r"^(?:\x1b\[[0-9;]*m)*\[\d\d:\d\d:\d\d\.\d{3}\](?:\x1b\[[0-9;]*m)* ")
+# The demo session (agent_lineage.demo.driver): turn 1 main, main, subagent, subagent, main; turn 2 main.
+DEMO_SHAPE = [
+    ("●", "1", 1, "SESSION"),
+    (" ", "1", 1, None),
+    ("↳", "1", 2, "SUBAGENT"),
+    (" ", "1", 2, None),
+    (" ", "1", 1, None),
+    ("▶", "2", 1, "TURN"),
+]
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    with DemoUpstream() as server:
+        yield server
+
+
+def console_lines(output: str) -> list[str]:
+    return [LOG_PREFIX.sub("", line) for line in output.splitlines() if LOG_PREFIX.match(line) and LINE.match(LOG_PREFIX.sub("", line))]
+
+
+def test_every_llm_request_of_a_session_gets_one_line_with_its_session_agent_and_turn(mitmdump_factory, upstream, tmp_path, no_proxy_env):
+    calls_log = tmp_path / "calls.jsonl"
+    proxy = mitmdump_factory(
+        f"reverse:{upstream.base_url}",
+        "--set", f"lineage_calls_log={calls_log}",
+        "--set", "lineage_dir=",
+    )  # fmt: skip
+    requests = sum(run_demo_session(proxy.url, api).requests for api in APIS)
+    proxy.stop()
+    output = proxy.output()
+    assert not ANSI.search(output)  # not a terminal: no colour
+    lines = console_lines(output)
+    calls = [orjson.loads(line) for line in calls_log.read_bytes().splitlines()]
+    assert len(lines) == len(calls) == requests == 6 * len(APIS)
+    for session in range(len(APIS)):
+        shape = []
+        for line, call in zip(lines[6 * session : 6 * session + 6], calls[6 * session : 6 * session + 6]):
+            fields, scope = LINE.match(line), call["scope"]
+            assert fields["session"] == short_id(scope["session_id"])
+            assert fields["turn"] == str(scope["turn"])
+            path = fields["path"].split(" › ")
+            assert path[-1] == ("main" if scope["depth"] == 0 else short_id(scope["agent_id"]))
+            assert fields["client"] == "agent-lineage-demo"
+            assert fields["status"] == "200"
+            shape.append((fields["mark"], fields["turn"], len(path), fields["event"]))
+        assert shape == DEMO_SHAPE, lines[6 * session : 6 * session + 6]
+    assert len({LINE.match(line)["session"] for line in lines}) == len(APIS)
+
+
+def run_in_terminal(upstream, tmp_path, env: dict[str, str]) -> str:
+    """mitmdump's output when it writes to a terminal (a pty), after one demo session."""
+    port = free_port()
+    command = [
+        str(Path(sys.executable).parent / "mitmdump"),
+        "-s", str(ADDON), "--mode", f"reverse:{upstream.base_url}", "--listen-host", "127.0.0.1", "--listen-port", str(port),
+        "--set", f"confdir={tmp_path / 'conf'}", "--set", "flow_detail=0", "--set", "lineage_dir=",
+    ]  # fmt: skip
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(command, stdin=follower, stdout=follower, stderr=follower, cwd=tmp_path, env={**os.environ, **env})
+    os.close(follower)
+    chunks: list[bytes] = []
+
+    def drain(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 0.05)
+            if ready:
+                try:
+                    chunks.append(os.read(leader, 65536))
+                except OSError:
+                    return
+
+    try:
+        wait_for_port(port, process)
+        drain(0.5)
+        run_demo_session(f"http://127.0.0.1:{port}", APIS[0])
+        drain(1.0)
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+        drain(0.2)
+        os.close(leader)
+    return b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+
+
+def test_colour_on_a_terminal_unless_no_color(upstream, tmp_path, no_proxy_env):
+    def ours(output: str) -> list[str]:
+        # mitmproxy ends every log line on a terminal with a reset of its own
+        lines = [LOG_PREFIX.sub("", line).removesuffix("\x1b[0m") for line in output.splitlines()]
+        return [line for line in lines if LINE.match(ANSI.sub("", line))]
+
+    colored = ours(run_in_terminal(upstream, tmp_path, {"TERM": "xterm-256color"}))
+    assert len(colored) == 6 and all(ANSI.search(line) for line in colored)
+    assert "\x1b[1;7;32mNEW SESSION\x1b[0m" in colored[0]
+    plain = ours(run_in_terminal(upstream, tmp_path, {"TERM": "xterm-256color", "NO_COLOR": "1"}))
+    assert len(plain) == 6 and not any(ANSI.search(line) for line in plain)
