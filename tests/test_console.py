@@ -186,9 +186,18 @@ def test_flow_comment_and_marker():
         "session cf26c84a · main › 4195937a · turn 1",
     ]
     assert [flow_marker(s) for s in (main, title, child)] == ["", ":paperclip:", ":arrow_right_hook:"]
-    pending = Scope(session_id="side-1", agent_id="side-1", side="quota", pending=True)
+    pending = Scope(session_id="side-0123456789abcdef", agent_id="side-0123456789abcdef", side="quota", pending=True)
     assert console.begin(finished_call(pending, 9)) is None
     assert flow_comment(pending, None) == "side:quota · session not known yet"
+
+
+def test_a_side_request_no_session_claimed_still_gets_its_line(caplog):
+    pending = Scope(
+        session_id="side-0123456789abcdef", agent_id="side-0123456789abcdef", side="quota", pending=True, evidence={"agent": "pending:next-turn-of-client"}
+    )
+    [line] = lines_of(Console(), [finished_call(pending, side="quota")], caplog)
+    assert line.startswith("· claude-cli  89abcdef t0 ? side:quota  messages")  # no harness id: the user agent names it
+    assert line.endswith("by next-turn-of-client")
 
 
 def test_short_ids_keep_the_end_where_uuid7_ids_differ():

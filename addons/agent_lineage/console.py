@@ -96,9 +96,11 @@ class Console:
     def add(self, call: Call) -> None:
         scope: Scope | None = call.scope
         placement = self._placements.pop(call.exchange_id, None)
-        if scope is None or scope.pending or call.api == "http" or self.mode == "off":  # HEAD probes are no LLM calls
+        if scope is None or call.api == "http" or self.mode == "off":  # HEAD probes are no LLM calls
             return
-        if placement is None:  # a side request claimed after it was sent
+        if scope.pending:  # a side request no session claimed: its ids are placeholders
+            placement = Placement(None, ["?"])
+        elif placement is None:  # a side request claimed after it was sent, or a WebSocket call
             placement = Placement(self._learn(scope), self._path(scope))
         outcome = call_outcome(call)
         log.log(logging.WARNING if outcome.failed else logging.INFO, self.line(call, placement, outcome))
