@@ -1,5 +1,6 @@
 """The console line from a real mitmdump: the demo agent's sessions through the proxy, one line per
-LLM request, with the scope each call was given; colour only on a terminal and never with NO_COLOR."""
+LLM request, with the scope each call was given; colour only on a terminal and never with NO_COLOR.
+And a real mitmweb: each LLM flow's comment and marker, and the "LLM call" view it picks."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.request import urlopen
 
 import orjson
 import pytest
+from mitmproxy.version import VERSION
 
 from agent_lineage.console import short_id
 from agent_lineage.demo.driver import APIS, run_demo_session
@@ -123,3 +126,43 @@ def test_colour_on_a_terminal_unless_no_color(upstream, tmp_path, no_proxy_env):
     assert "\x1b[1;7;32mNEW SESSION\x1b[0m" in colored[0]
     plain = ours(run_in_terminal(upstream, tmp_path, {"TERM": "xterm-256color", "NO_COLOR": "1"}))
     assert len(plain) == 6 and not any(ANSI.search(line) for line in plain)
+
+
+def test_mitmweb_shows_the_comment_the_marker_and_the_llm_call_view(upstream, tmp_path, no_proxy_env):
+    """What a mitmweb user sees, read through mitmweb's own JSON API."""
+    port, web_port = free_port(), free_port()
+    command = [
+        str(Path(sys.executable).parent / "mitmweb"), "--no-web-open-browser", "-s", str(ADDON),
+        "--mode", f"reverse:{upstream.base_url}", "--listen-host", "127.0.0.1", "--listen-port", str(port),
+        "--set", f"web_port={web_port}", "--set", "web_host=127.0.0.1",
+        "--set", f"confdir={tmp_path / 'conf'}", "--set", "lineage_dir=",
+    ]  # fmt: skip
+    token = ""
+    if int(VERSION.split(".")[0]) >= 12:  # mitmweb 12 wants a password, given to the API as `token`
+        token = "lineage-test"
+        command += ["--set", f"web_password={token}"]
+    with open(tmp_path / "mitmweb.log", "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+        try:
+            wait_for_port(port, process)
+            wait_for_port(web_port, process)
+            time.sleep(0.5)  # the script loads after the ports open
+            run_demo_session(f"http://127.0.0.1:{port}", "anthropic-messages")
+            web = f"http://127.0.0.1:{web_port}"
+            flows = orjson.loads(urlopen(f"{web}/flows?token={token}", timeout=10).read())
+            views = [orjson.loads(urlopen(f"{web}/flows/{f['id']}/response/content/auto.json?token={token}", timeout=10).read()) for f in flows]
+        finally:
+            process.terminate()
+            process.wait(timeout=15)
+    assert len(flows) == 6
+    comments = [flow["comment"] for flow in flows]
+    session = comments[0].split(" · ")[0]
+    assert [c.removeprefix(session) for c in comments] == [
+        " · main · turn 1", " · main · turn 1", *[comments[2].removeprefix(session)] * 2, " · main · turn 1", " · main · turn 2"
+    ]
+    assert re.fullmatch(r" · main › \S{8} · turn 1", comments[2].removeprefix(session))
+    assert [bool(flow["marked"]) for flow in flows] == [False, False, True, True, False, False]
+    # mitmproxy 11 answers with the view's description and lines, 12 with its name and text
+    assert all(view.get("view_name", view.get("description")) == "LLM call" for view in views)
+    text = views[2]["text"] if "text" in views[2] else "\n".join("".join(t for _, t in line) for line in views[2]["lines"])
+    assert "── lineage" in text and "stamped     x-dynamo-parent-session-id: " in text and "→ bash" in text
