@@ -8,11 +8,9 @@ import re
 import pytest
 
 from agent_lineage.console import Console, call_outcome, deciding_evidence, flow_comment, flow_marker, short_id
-from agent_lineage.model import Call, Message, Response, ToolCall, Usage
+from agent_lineage.model import Call, Message, Response, Scope, ToolCall, Usage
 from agent_lineage.offline import read_flows, replay
 from agent_lineage.pipeline import Pipeline
-from agent_lineage.model import Scope
-
 from conftest import FIXTURES
 
 SESSION = "262845dd-f4af-48ab-b1f9-c617cf26c84a"

@@ -14,7 +14,6 @@ from agent_lineage import contentview
 from agent_lineage.codecs import codec_for
 from agent_lineage.console import LINEAGE_KEY, short_id
 from agent_lineage.offline import read_flows
-
 from conftest import FIXTURES
 from test_console import LINE
 from test_contentview import shown

@@ -21,7 +21,6 @@ from mitmproxy.version import VERSION
 from agent_lineage.console import short_id
 from agent_lineage.demo.driver import APIS, run_demo_session
 from agent_lineage.demo.upstream import DemoUpstream
-
 from conftest import ADDON, free_port, wait_for_port
 from test_console import ANSI, LINE
 

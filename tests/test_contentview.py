@@ -10,7 +10,6 @@ from mitmproxy.test import taddons, tflow
 from agent_lineage import contentview
 from agent_lineage.codecs import codec_for
 from agent_lineage.offline import read_flows
-
 from conftest import FIXTURES
 
 CLAUDE_NESTED = FIXTURES / "agents" / "claude_nested_reverse" / "flows.mitm"

@@ -16,7 +16,7 @@ import logging
 import re
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .atif import agent_identity
 from .model import Call, Scope
@@ -323,7 +323,7 @@ def _evidence_name(value: str) -> str:
 
 def verbose_details(call: Call, scope: Scope) -> str:
     """The full ids and every piece of evidence, as key=value pairs."""
-    started = datetime.fromtimestamp(call.t_start, timezone.utc).isoformat(timespec="milliseconds")
+    started = datetime.fromtimestamp(call.t_start, UTC).isoformat(timespec="milliseconds")
     pairs = [
         ("session", scope.session_id),
         ("agent", scope.agent_id),

@@ -18,7 +18,7 @@ from . import flows
 from .calls import read_response, start_call
 from .codecs import MalformedBody, codec_for
 from .console import LINEAGE_KEY
-from .conversation import Lineage, Line, plain_text, request_lines, response_lines
+from .conversation import Line, Lineage, plain_text, request_lines, response_lines
 
 NAME = "LLM call"
 PRIORITY = 2  # above the JSON view (1): an LLM call opens in this view
