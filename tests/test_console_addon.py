@@ -85,7 +85,7 @@ def test_lineage_console_off_and_verbose(addon, caplog):
     assert lines == []
     assert all(flow.comment for flow in llm)  # comments do not depend on the console line
     caplog.clear()
-    addon.tctx.configure(addon, lineage_console="verbose", lineage_client_headers="override")  # a fresh tracker
+    addon.tctx.configure(addon, lineage_console="verbose")
     _, lines = through(addon, NESTED, caplog)
     assert len(lines) == 6 and all(line.count("\n") == 1 and "evidence.agent=" in line for line in lines)
 
