@@ -21,6 +21,7 @@ from mitmproxy.version import VERSION
 from agent_lineage.console import short_id
 from agent_lineage.demo.driver import APIS, run_demo_session
 from agent_lineage.demo.upstream import DemoUpstream
+from agent_lineage.offline import read_flows
 from conftest import ADDON, free_port, wait_for_port
 from test_console import ANSI, LINE
 
@@ -165,3 +166,26 @@ def test_mitmweb_shows_the_comment_the_marker_and_the_llm_call_view(upstream, tm
     assert all(view.get("view_name", view.get("description")) == "LLM call" for view in views)
     text = views[2]["text"] if "text" in views[2] else "\n".join("".join(t for _, t in line) for line in views[2]["lines"])
     assert "── lineage" in text and "stamped     x-dynamo-parent-session-id: " in text and "→ bash" in text
+
+
+def test_codex_over_a_websocket_gets_a_line_per_call_and_its_connection_a_comment(mitmdump_factory, tmp_path, no_proxy_env):
+    from test_websocket import CHILD, SESSION, WebSocketUpstream, codex_headers, converse
+
+    ws_upstream = WebSocketUpstream()
+    try:
+        proxy = mitmdump_factory(f"reverse:http://127.0.0.1:{ws_upstream.port}", "--set", "lineage_dir=", "-w", str(tmp_path / "flows.mitm"))
+        url = f"ws://127.0.0.1:{proxy.port}/backend-api/codex/responses"
+        converse(url, codex_headers(SESSION))
+        converse(url, codex_headers(CHILD, parent=SESSION))
+        proxy.stop()
+    finally:
+        ws_upstream.close()
+    lines = [LINE.match(line) for line in console_lines(proxy.output())]
+    child = f"main › {short_id(CHILD)}"
+    assert [(m["client"], m["session"], m["path"]) for m in lines] == [("codex", short_id(SESSION), path) for path in ["main", "main", child, child]]
+    assert lines[0]["event"] == "SESSION"
+    saved = read_flows(tmp_path / "flows.mitm")
+    assert [(f.comment, f.marked) for f in saved] == [
+        (f"session {short_id(SESSION)} · main · turn 1", ""),
+        (f"session {short_id(SESSION)} · main › {short_id(CHILD)} · turn 1", ":arrow_right_hook:"),
+    ]

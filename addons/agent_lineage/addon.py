@@ -21,7 +21,7 @@ from typing import Any
 from mitmproxy import ctx, exceptions, http
 
 from . import contentview
-from .console import LINEAGE_KEY, MODES, Console, flow_comment, flow_marker, lineage_record
+from .console import LINEAGE_KEY, MODES, SUBAGENT_MARKER, Console, Placement, flow_comment, flow_marker, lineage_record
 from .driver import Driver
 from .harness import HarnessTableError
 from .model import REDACTED, SECRET_HEADERS, SECRET_QUERY_PARAMS, Call
@@ -183,8 +183,15 @@ class Lineage:
             self.driver.websocket_start(flow)
 
     def websocket_message(self, flow: http.HTTPFlow) -> None:
-        if self.driver is not None and flow.websocket is not None:
-            self.driver.websocket_message(flow, flow.websocket.messages[-1])
+        if self.driver is None or flow.websocket is None:
+            return
+        call = self.driver.websocket_message(flow, flow.websocket.messages[-1])
+        if call is not None and call.scope is not None and not call.scope.pending:
+            # One connection carries many calls of one agent (Codex): the comment names the latest
+            # call's place; the marker only a subagent's connection (side marks are per call).
+            flow.comment = flow_comment(call.scope, Placement(None, self.console.path(call.scope)))
+            if call.scope.depth > 0:
+                flow.marked = SUBAGENT_MARKER
 
     def websocket_end(self, flow: http.HTTPFlow) -> None:
         if self.driver is not None:

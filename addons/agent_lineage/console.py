@@ -89,7 +89,7 @@ class Console:
         scope: Scope = call.scope
         if scope.pending:  # no session yet: placed when it is claimed
             return None
-        placement = Placement(self._learn(scope), self._path(scope))
+        placement = Placement(self._learn(scope), self.path(scope))
         self._placements[call.exchange_id] = placement
         return placement
 
@@ -101,7 +101,7 @@ class Console:
         if scope.pending:  # a side request no session claimed: its ids are placeholders
             placement = Placement(None, ["?"])
         elif placement is None:  # a side request claimed after it was sent, or a WebSocket call
-            placement = Placement(self._learn(scope), self._path(scope))
+            placement = Placement(self._learn(scope), self.path(scope))
         outcome = call_outcome(call)
         log.log(logging.WARNING if outcome.failed else logging.INFO, self.line(call, placement, outcome))
 
@@ -162,7 +162,8 @@ class Console:
             return "turn"
         return None
 
-    def _path(self, scope: Scope) -> list[str]:
+    def path(self, scope: Scope) -> list[str]:
+        """The agent under its ancestors, root first, as far as this console has seen them."""
         chain = [scope.agent_id]
         parent = scope.parent_id
         while parent is not None and len(chain) <= scope.depth:
