@@ -108,11 +108,12 @@ def test_a_side_request_shows_its_kind_and_an_unseen_ancestor_shows_as_an_ellips
         ({"error": "Client disconnected."}, "client gone", logging.WARNING),
         ({"error": "peer closed connection"}, "200 cut", logging.WARNING),
         ({"error": "overloaded_error: Overloaded"}, "200 error: overloaded_error: Overloaded", logging.WARNING),
+        ({"error": "unreadable response body: unexpected character"}, "200 unreadable", logging.WARNING),
     ],
 )
 def test_errors_cut_streams_and_clients_gone_are_shown_as_such(caplog, changes, label, level):
     call = finished_call(root(new_turn=True), **changes)
-    if changes.get("error") in ("Client disconnected.", "peer closed connection"):
+    if changes.get("error") in ("Client disconnected.", "peer closed connection", "unreadable response body: unexpected character"):
         call.response.complete = False
     assert call_outcome(call).label == label
     [line] = lines_of(Console(), [call], caplog)

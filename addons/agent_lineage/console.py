@@ -247,6 +247,8 @@ def call_outcome(call: Call) -> Outcome:
         return Outcome(f"HTTP {call.status}", "error")
     if error and call.response.complete:
         return Outcome(f"{call.status} error: {_first_clause(error)}", "error")
+    if "response body" in error:  # the reader could not parse it (the client got it unchanged)
+        return Outcome(f"{call.status} unreadable", "warn")
     if not call.response.complete:
         return Outcome(f"{call.status} cut", "warn")
     return Outcome(str(call.status), "ok")
