@@ -11,13 +11,13 @@ import json
 from pathlib import Path
 
 import pytest
-from lineage_tools import corpus, scoring
-from lineage_tools.scoring import PRF, Prediction
 
 from agent_lineage.lineage import PARENT_HEADER, SESSION_HEADER
-from agent_lineage.offline import read_flows
 from agent_lineage.model import Scope
+from agent_lineage.offline import read_flows
 from conftest import FIXTURES
+from lineage_tools import corpus, scoring
+from lineage_tools.scoring import PRF, Prediction
 
 
 def generate(tmp_path: Path, style: str, sessions: int = 8, seed: int = 1, strip_ids: bool = False) -> tuple[Path, dict]:

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from lineage_tools import corpus, scoring
 from agent_lineage.offline import read_flows, replay
 from agent_lineage.pipeline import Pipeline
 from agent_lineage.settings import Settings
 from agent_lineage.trajectories import TrajectoryFiles
 from agent_lineage.validate import validate_trajectory
 from conftest import FIXTURES
+from lineage_tools import corpus, scoring
 
 RECORDINGS = sorted((FIXTURES / "frameworks").glob("*.mitm"))
 LLM_PATHS = ("/v1/chat/completions", "/v1/responses")

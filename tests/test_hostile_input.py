@@ -269,7 +269,7 @@ def test_addon_forwards_every_byte_unchanged_and_logs_an_unreadable_request_once
         assert flow.request.raw_content == before.raw_content
         changed = {k.lower() for k, _ in set(flow.request.headers.fields) ^ set(before.headers.fields)}
         assert changed <= {b"x-dynamo-session-id", b"x-dynamo-parent-session-id"}
-        if flow.id not in addon.live:
+        if flow.id not in addon.driver.in_flight:
             assert len([r for r in records if "forwarded unchanged" in r.getMessage()]) == 1
         flow.response = tutils.tresp(headers=Headers([(b"content-type", b"text/event-stream")]), content=b"")
         addon.responseheaders(flow)

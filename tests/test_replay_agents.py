@@ -19,7 +19,7 @@ import pytest
 from agent_lineage.cli import main as agent_lineage
 from agent_lineage.demo.upstream import DemoUpstream
 from agent_lineage.replay import Capture, ReplayServer
-from agents_support import Network, Proxy, Run, claude_argv, claude_env, codex_argv, codex_env, load_trajectories, run_cli
+from agents_support import Network, Proxy, Run, claude_argv, claude_env, codex_argv, codex_env, run_cli
 from test_agents import claude_scenarios, codex_scenarios, installed, network  # noqa: F401 (network is a fixture)
 
 pytestmark = pytest.mark.agents

@@ -297,7 +297,7 @@ def table_lines(result: Report, top: int = 5) -> list[str]:
     per_session = _per_session(result)
     if len(per_session) > 1:
         ranked = sorted(per_session.items(), key=lambda kv: kv[1][0] - kv[1][1], reverse=True)
-        lines += ["", f"sessions that gain most from lineage over native headers (cached tokens, lineage / native):"]
+        lines += ["", "sessions that gain most from lineage over native headers (cached tokens, lineage / native):"]
         for session, (ours, native, tokens) in ranked[:top]:
             lines.append(f"  {session[:40]:40} {ours:>10,} / {native:>10,} of {tokens:,}")
     agents = _per_agent(result)

@@ -7,6 +7,7 @@ from ..harness import is_one_shot
 from ..model import Call, Exchange, Scope
 from .conversations import Conversations, TrackedAgent, TrackedSession
 from .delegation import MIN_QUOTE
+
 ORPHAN_WINDOW = 30.0  # an orphan is claimed by a session start within this many seconds, or never
 
 
