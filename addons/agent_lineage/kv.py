@@ -143,10 +143,6 @@ class Outcome:
     cached_tokens: int = 0
     per_request: list[int] = field(default_factory=list)  # cached tokens, in request order
 
-    @property
-    def share(self) -> float:
-        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
-
 
 def affinity_key(session: str, parent: str | None) -> str:
     """Dynamo 1.6+: a root is pinned by its own id, a child by its parent's (siblings together)."""

@@ -48,7 +48,6 @@ EPOCH = 1_795_700_000.0  # simulated time starts here (late 2026, like the real 
 UPSTREAM_PORT = 28751
 PROXY_PORT = 28752
 FAILURE_RATE = 0.03  # share of LLM requests answered with a 5xx first (the client retries)
-SIDE_TYPES = ("probe", "quota", "title")
 _ALNUM = string.ascii_letters + string.digits
 
 
