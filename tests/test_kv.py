@@ -133,3 +133,21 @@ def test_kv_command_reads_flows_and_rejects_bad_input(tmp_path: Path, capsys: py
     assert main(["kv", str(tmp_path / "missing.mitm")]) == 2
     assert main(["kv", str(FIXTURES / "real" / "cc_c_subagent.mitm"), "--workers", "0"]) == 2
     assert "agent-lineage kv: error:" in capsys.readouterr().err
+
+
+def test_a_responses_request_continuing_a_stored_response_carries_that_prompt():
+    from agent_lineage.model import Call, Message, Response, Scope
+
+    def call(n: int, messages: list[Message], previous: str | None) -> Call:
+        c = Call(exchange_id=f"x{n}", api="openai-responses", path="/v1/responses", client="", headers={}, t_start=float(n))
+        c.system, c.messages = "You are an analyst. " * 20, messages
+        c.fields = {"previous_response_id": previous} if previous else {}
+        c.response = Response(id=f"resp_{n}", output=Message("assistant", f"answer {n} " * 30))
+        c.scope = Scope(session_id="s", agent_id="s")
+        return c
+
+    first = call(1, [Message("user", "Compare the two quarters. " * 10)], None)
+    second = call(2, [Message("user", "And the third?")], "resp_1")
+    one, two = kv.from_calls([first, second])
+    assert two.blocks[: len(one.blocks)] == one.blocks  # the stored prompt is its prefix
+    assert kv.reuse([one, two])[1].same_agent == one.tokens

@@ -193,16 +193,27 @@ def native_lineage(headers: dict[str, str]) -> tuple[str, str | None] | None:
 
 
 def from_calls(calls: Iterable[Any]) -> list[Request]:
-    """Requests from scoped Calls (offline replay of saved flows), side requests included."""
+    """Requests from scoped Calls (offline replay of saved flows), side requests included. A
+    Responses request that continues a stored response (`previous_response_id`) sends only its new
+    input: its prompt is that response's prompt and output, then the new input."""
     found = []
+    stored: dict[str, tuple[list[bytes], list[int]]] = {}  # response id -> prompt and output, as parts
     for call in sorted(calls, key=lambda c: c.t_start):
         scope = call.scope
         if scope is None or scope.pending:
             continue
-        parts = [("system\0" + call.system).encode("utf-8", "surrogatepass")] + [m.fingerprint() for m in call.messages]
-        sizes = [len(call.system.encode("utf-8", "surrogatepass"))] + [_message_bytes(m) for m in call.messages]
+        previous = stored.get(str(call.fields.get("previous_response_id") or ""))
+        parts, sizes = (list(previous[0]), list(previous[1])) if previous else ([], [])
+        if not previous or call.system:
+            parts.append(("system\0" + call.system).encode("utf-8", "surrogatepass"))
+            sizes.append(len(call.system.encode("utf-8", "surrogatepass")))
+        parts += [m.fingerprint() for m in call.messages]
+        sizes += [_message_bytes(m) for m in call.messages]
         blocks = chain(parts, sizes, call.response.usage.input_tokens)
         found.append(Request(scope.session_id, scope.agent_id, scope.parent_id, blocks, native_lineage(call.headers), call.exchange_id))
+        output = call.response.output
+        if call.response.id and output is not None:
+            stored[call.response.id] = (parts + [output.fingerprint()], sizes + [_message_bytes(output)])
     return found
 
 
