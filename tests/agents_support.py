@@ -37,6 +37,7 @@ REDIRECT = Path(__file__).resolve().parent / "upstream_redirect.py"
 AGENT_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "agents"
 
 CLAUDE_VERSION = "2.1.197"  # the versions the fixtures were recorded with (scripts/install_agents)
+CLAUDE_NEXT_VERSION = "2.1.332"  # the newest when pinned: the agent tests run on it too
 CODEX_VERSION = "0.171.0"
 GEMINI_VERSION = "0.61.0"
 OPENCODE_VERSION = "1.18.33"
@@ -543,9 +544,12 @@ def say(text: str) -> str:
     return f"say {json.dumps(text)}"
 
 
-def claude_agent(task: str, *steps: str) -> dict:
-    """The `Agent` tool input that delegates `task` to a subagent playing `steps`."""
-    return {"description": task, "prompt": f"{task} {script(*steps)}", "subagent_type": "general-purpose"}
+def claude_agent(task: str, *steps: str, foreground: bool = False) -> dict:
+    """The `Agent` tool input that delegates `task` to a subagent playing `steps`; `foreground`
+    asks for it to run while the parent waits (newer Claude Code runs subagents in the
+    background unless told, and tells the parent of each end in a later user message)."""
+    arguments = {"description": task, "prompt": f"{task} {script(*steps)}", "subagent_type": "general-purpose"}
+    return arguments | {"run_in_background": False} if foreground else arguments
 
 
 def codex_spawn(task: str, *steps: str) -> dict:

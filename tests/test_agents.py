@@ -39,6 +39,7 @@ from agent_lineage.trajectories import TrajectoryFiles
 from agent_lineage.validate import validate_trajectory
 from agents_support import (
     AGENT_FIXTURES,
+    CLAUDE_NEXT_VERSION,
     CLAUDE_VERSION,
     CODEX_DISCOVER,
     CODEX_VERSION,
@@ -106,8 +107,12 @@ class Scenario:
     subagent_tools: list[list[str]] = field(default_factory=list)  # per subagent, depth first
 
 
-def claude_scenarios(project: Path) -> dict[str, Scenario]:
+def claude_scenarios(project: Path, foreground: bool = False) -> dict[str, Scenario]:
     bash = tool("Bash", command="echo tool-ok", description="Print tool-ok")
+
+    def agent(task: str, *steps: str) -> dict:
+        return claude_agent(task, *steps, foreground=foreground)
+
     return {
         "no_tools": Scenario([f"Say hello. {script(say('Hello from Claude.'))}"], "Hello from Claude.", [], []),
         "tool_loop": Scenario(
@@ -119,7 +124,7 @@ def claude_scenarios(project: Path) -> dict[str, Scenario]:
             "Second answer.", [], ["Bash"], turns=2,
         ),
         "subagent": Scenario(
-            [f"Delegate. {script(tool('Agent', **claude_agent('Run a command', bash, say('Child done.'))), say('All done.'))}"],
+            [f"Delegate. {script(tool('Agent', **agent('Run a command', bash, say('Child done.'))), say('All done.'))}"],
             "All done.", [[]], ["Agent"], subagent_tools=[["Bash"]],
         ),
         "parallel": Scenario(
@@ -127,8 +132,8 @@ def claude_scenarios(project: Path) -> dict[str, Scenario]:
                 "Two at once. "
                 + script(
                     tools(
-                        ("Agent", claude_agent("First task", say("First done."))),
-                        ("Agent", claude_agent("Second task", bash, say("Second done."))),
+                        ("Agent", agent("First task", say("First done."))),
+                        ("Agent", agent("Second task", bash, say("Second done."))),
                     ),
                     say("Both done."),
                 )
@@ -139,7 +144,7 @@ def claude_scenarios(project: Path) -> dict[str, Scenario]:
             [
                 "Nest. "
                 + script(
-                    tool("Agent", **claude_agent("Middle task", tool("Agent", **claude_agent("Inner task", bash, say("Inner done."))), say("Middle done."))),
+                    tool("Agent", **agent("Middle task", tool("Agent", **agent("Inner task", bash, say("Inner done."))), say("Middle done."))),
                     say("Outer done."),
                 )
             ],
@@ -263,6 +268,10 @@ CASES = [(s, "reverse") for s in SCENARIOS] + [(s, "forward") for s in FORWARD_S
 # Codex with OpenAI's own provider and an API key (no model_providers entry): forward mode only,
 # and it talks Responses over a WebSocket (one connection per agent thread).
 CODEX_OPENAI_CASES = [("subagent", "forward-openai")]
+# The newest Claude Code (a second pinned version) on the scenarios that exercise each kind of
+# lineage; the full matrix stays on the version the fixtures were recorded with. (Codex's newest
+# is the pinned 0.171.0 itself.)
+NEXT_CASES = [("tool_loop", "reverse"), ("two_turns", "reverse"), ("parallel", "reverse"), ("nested", "forward")]
 GEMINI_CASES = [("tool_loop", "reverse"), ("two_turns", "reverse"), ("subagent", "reverse")]
 OPENCODE_CASES = [("tool_loop", "reverse"), ("two_turns", "reverse"), ("subagent", "reverse"), ("parallel", "reverse")]
 
@@ -295,8 +304,9 @@ def network() -> Iterator[Network]:
     net.close()
 
 
-def play(cli: str, mode: str, name: str, tmp_path: Path, network: Network) -> Session:
-    executable = installed(cli)
+def play(cli: str, mode: str, name: str, tmp_path: Path, network: Network, version: str | None = None) -> Session:
+    """Run one scenario; `version`: a second pinned version of the CLI (`<cli>-<version>`)."""
+    executable = installed(f"{cli}-{version}" if version else cli)
     project = tmp_path / "project"
     project.mkdir()
     (project / "README.md").write_text("# demo project\nThe tests read this file.\n")
@@ -306,7 +316,7 @@ def play(cli: str, mode: str, name: str, tmp_path: Path, network: Network) -> Se
         scenario = claude_interactive()
     else:
         scenarios = {"claude": claude_scenarios, "codex": codex_scenarios, "gemini": gemini_scenarios, "opencode": opencode_scenarios}[cli]
-        scenario = scenarios(project)[name]
+        scenario = (claude_scenarios(project, foreground=True) if version else scenarios(project))[name]
     upstream = network.call(lambda: DemoUpstream().start())
     # OpenAI's own provider also fetches its model list from chatgpt.com: answered (404) at once.
     hosts = "api.anthropic.com,api.openai.com,chatgpt.com" if mode == "forward-openai" else ""
@@ -342,7 +352,7 @@ def play(cli: str, mode: str, name: str, tmp_path: Path, network: Network) -> Se
     if os.environ.get("AGENT_LINEAGE_RECORD"):  # scripts/record_fixtures
         meta = {"cli": cli, "version": cli_version(executable), "mode": mode, "scenario": name}
         meta |= {"prompts": scenario.prompts, "tree": scenario.tree, "turns": scenario.turns}
-        copy_if_recording(f"{cli}_{name}_{mode}", tmp_path, meta)
+        copy_if_recording(f"{cli}{'-next' if version else ''}_{name}_{mode}", tmp_path, meta)
     return session
 
 
@@ -405,6 +415,15 @@ def test_codex_with_openai_provider_over_websocket(name: str, mode: str, tmp_pat
     with mitmdump_log_on_failure(session):
         upgrades = [r for r in session.upstream_requests if is_llm_request(r)]
         assert upgrades and all(r.method == "GET" and r.header("upgrade") == "websocket" for r in upgrades)
+        check_session(session)
+
+
+@pytest.mark.agents
+@pytest.mark.parametrize(("name", "mode"), NEXT_CASES, ids=[f"{s}-{m}" for s, m in NEXT_CASES])
+def test_newest_claude_code_through_the_proxy(name: str, mode: str, tmp_path: Path, network: Network):
+    session = play("claude", mode, name, tmp_path, network, version=CLAUDE_NEXT_VERSION)
+    assert cli_version(installed(f"claude-{CLAUDE_NEXT_VERSION}")) == CLAUDE_NEXT_VERSION
+    with mitmdump_log_on_failure(session):
         check_session(session)
 
 
