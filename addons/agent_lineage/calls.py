@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from .codecs import CODECS, Codec, MalformedBody, codec_for
+from .codecs.base import parsing
 from .model import Call, Exchange, Response
 from .sse import SSEParser, decode_body, incremental_decoder
 
@@ -30,7 +31,8 @@ def start_call(exchange: Exchange) -> Call | None:
         headers=exchange.request_headers,
         t_start=exchange.t_request,
     )
-    codec.parse_request(body, call)
+    with parsing(body):
+        codec.parse_request(body, call)
     return call
 
 

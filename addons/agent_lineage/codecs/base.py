@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import orjson
@@ -76,7 +79,7 @@ CLIPPED = "<nested too deeply>"
 def serialisable(value: Any, depth: int = 0) -> Any:
     """`value` if orjson can write it where we keep it; else a copy with big integers as text and
     anything nested deeper than MAX_KEPT_DEPTH replaced by CLIPPED."""
-    if depth == 0 and _fits(value):
+    if depth == 0 and (getattr(_chains, "body_fits", False) or _fits(value)):
         return value
     if depth >= MAX_KEPT_DEPTH:
         return CLIPPED
@@ -90,16 +93,39 @@ def serialisable(value: Any, depth: int = 0) -> Any:
 
 
 def _fits(value: Any) -> bool:
-    """orjson writes `value` even MAX_KEPT_DEPTH levels down: one dump of it wrapped in lists up
-    to orjson's nesting limit (254), cheaper than walking it in Python."""
-    wrapped = value
-    for _ in range(254 - MAX_KEPT_DEPTH):
-        wrapped = [wrapped]
+    """orjson writes `value` even MAX_KEPT_DEPTH levels down: one dump of it at the bottom of
+    nested lists reaching orjson's nesting limit (254), cheaper than walking it in Python. The
+    lists are built once per thread; only their innermost slot changes."""
+    chain = getattr(_chains, "chain", None)
+    if chain is None:
+        innermost: list[Any] = [None]
+        outermost = innermost
+        for _ in range(254 - MAX_KEPT_DEPTH - 1):
+            outermost = [outermost]
+        chain = _chains.chain = (outermost, innermost)
+    outermost, innermost = chain
+    innermost[0] = value
     try:
-        orjson.dumps(wrapped)
+        orjson.dumps(outermost)
     except TypeError:  # orjson.JSONEncodeError: too deep, an integer beyond 64 bits
         return False
+    finally:
+        innermost[0] = None  # hold no reference to the value
     return True
+
+
+_chains = threading.local()
+
+
+@contextmanager
+def parsing(body: Any) -> Iterator[None]:
+    """While a codec reads `body`: one check of the whole body instead of one per kept value
+    (if the body fits MAX_KEPT_DEPTH levels down, so does every value inside it)."""
+    _chains.body_fits = _fits(body)
+    try:
+        yield
+    finally:
+        _chains.body_fits = False
 
 
 def json_text(value: Any) -> str:
