@@ -11,6 +11,7 @@ Driver that offline conversion uses too.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import math
@@ -84,7 +85,7 @@ class Lineage:
                 self.pipeline = Pipeline(settings, [])
             except HarnessTableError as e:
                 raise exceptions.OptionsError(f"agent-lineage: {e}") from None
-            self.driver = Driver(self.pipeline)
+            self.driver = Driver(self.pipeline, on_call=self._show)
             updated = updated | {"lineage_dir", "lineage_calls_log"}
         else:
             if settings.harness_file != self.pipeline.settings.harness_file:
@@ -155,9 +156,11 @@ class Lineage:
         self.unredacted[flow.id] = flow
         if self.driver is not None:
             self.driver.request(flow)
-            live = self.driver.in_flight.get(flow.id)
-            if live is not None:
-                self._show(flow, live.call)
+            if self.driver.unread:  # stamped from its headers: read the body once it is forwarded
+                try:
+                    asyncio.get_running_loop().call_soon(self.driver.catch_up)
+                except RuntimeError:  # no event loop (hooks called by hand): the next hook catches up
+                    pass
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if self.driver is None or flow.response is None:

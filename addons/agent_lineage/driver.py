@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from . import flows
@@ -37,19 +39,30 @@ class InFlight:
 
 
 class Driver:
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, on_call: Callable[[Any, Call], None] | None = None) -> None:
         self.pipeline = pipeline
+        self.on_call = on_call  # told (flow, call) once a request is scoped, in arrival order
         self.in_flight: dict[str, InFlight] = {}  # flow id -> call
         self.sockets: dict[str, tuple[ResponsesSocket, Any]] = {}  # flow id -> Responses WebSocket
+        self.unread: deque[tuple[Any, Exchange, dict[str, str | None]]] = deque()  # stamped, body not read yet
 
     # -- HTTP ---------------------------------------------------------------------------
 
     def request(self, flow: Any) -> None:
-        """A complete request, before it is forwarded: scope it and stamp its lineage headers."""
+        """A complete request, before it is forwarded: stamp its lineage headers. When its headers
+        alone decide them, its body is read later, by `catch_up`, which the feeder calls once the
+        request is on its way (and every hook calls first, so the pipeline sees every request in
+        arrival order, live and offline alike)."""
+        self.catch_up()
         try:
             exchange = flows.request_exchange(flow)
             if is_responses_upgrade(exchange.method, exchange.path, exchange.request_headers):
                 _stamp(flow, exchange, self.pipeline.upgrade(exchange))
+                return
+            early = self.pipeline.headers_before_body(exchange)
+            if early is not None:
+                _stamp(flow, exchange, early)
+                self.unread.append((flow, exchange, early))
                 return
             outcome = self.pipeline.request(exchange)
         except Exception:  # never turn a working request into a failing one
@@ -57,11 +70,32 @@ class Driver:
             return
         if outcome is not None:
             _stamp(flow, exchange, outcome.headers)
-            self.in_flight[flow.id] = InFlight(outcome.call, flow)
+            self._follow(flow, outcome.call)
+
+    def catch_up(self) -> None:
+        """Read the bodies of the requests stamped from their headers alone, oldest first."""
+        while self.unread:
+            flow, exchange, stamped = self.unread.popleft()
+            try:
+                outcome = self.pipeline.request(exchange)
+            except Exception:
+                log.exception("agent-lineage: cannot record request %s %s", flow.request.method, flows.redact_query(flow.request.path))
+                continue
+            if outcome is None:
+                continue  # an unreadable body (logged): it went out with the lineage of its headers
+            if outcome.headers != stamped:  # headers_before_body promised otherwise: a bug
+                log.error("agent-lineage: %s was stamped %s from its headers, its body says %s", exchange.id, stamped, outcome.headers)
+            self._follow(flow, outcome.call)
+
+    def _follow(self, flow: Any, call: Call) -> None:
+        self.in_flight[flow.id] = InFlight(call, flow)
+        if self.on_call is not None:
+            self.on_call(flow, call)
 
     def responseheaders(self, flow: Any, stream: bool) -> None:
         """The response began. `stream`: the body will pass chunk by chunk through `chunk` (live);
         otherwise it arrives whole with `response` (buffered, or a saved flow)."""
+        self.catch_up()
         live = self.in_flight.get(flow.id)
         if live is not None and live.reader is None:
             self._start_reader(live)
@@ -70,6 +104,7 @@ class Driver:
 
     def streams(self, flow: Any) -> bool:
         """Whether this flow's response should pass through `chunk` as it arrives."""
+        self.catch_up()
         live = self.in_flight.get(flow.id)
         response = flow.response
         return live is not None and response is not None and (
@@ -78,6 +113,8 @@ class Driver:
 
     def chunk(self, flow: Any, data: bytes) -> bytes:
         """One chunk of a live streamed body, on its way to the client unchanged."""
+        if self.unread:
+            self.catch_up()
         live = self.in_flight.get(flow.id)
         if live is None or live.reader is None:
             return data
@@ -90,6 +127,7 @@ class Driver:
 
     def answered(self, flow: Any) -> None:
         """Offline: the recorded moment the answer reached the client; learn from it now."""
+        self.catch_up()
         live = self.in_flight.get(flow.id)
         if live is None or live.answered:
             return
@@ -99,6 +137,7 @@ class Driver:
         self._learn_answered(live, None)
 
     def response(self, flow: Any) -> Call | None:
+        self.catch_up()
         live = self.in_flight.pop(flow.id, None)
         if live is None:
             return None
@@ -106,6 +145,7 @@ class Driver:
         return self._finish(live, None)
 
     def error(self, flow: Any) -> Call | None:
+        self.catch_up()
         live = self.in_flight.pop(flow.id, None)
         if live is None:
             return None
@@ -115,11 +155,13 @@ class Driver:
     # -- WebSocket (Codex's Responses over a WebSocket) ------------------------------------
 
     def websocket_start(self, flow: Any) -> None:
+        self.catch_up()
         exchange = flows.request_exchange(flow)
         if is_responses_upgrade(exchange.method, exchange.path, exchange.request_headers):
             self.sockets[flow.id] = (ResponsesSocket(self.pipeline, exchange), flow)
 
     def websocket_message(self, flow: Any, message: Any) -> Call | None:
+        self.catch_up()
         entry = self.sockets.get(flow.id)
         if entry is None:
             return None
@@ -130,6 +172,7 @@ class Driver:
             return None
 
     def websocket_end(self, flow: Any) -> Call | None:
+        self.catch_up()
         entry = self.sockets.pop(flow.id, None)
         if entry is None:
             return None
@@ -140,6 +183,7 @@ class Driver:
 
     def done(self) -> None:
         """The proxy stops: finish what is still in flight with what arrived, then close the sinks."""
+        self.catch_up()
         for live in list(self.in_flight.values()):
             self._finish(live, "proxy shut down before the response ended")
         self.in_flight.clear()

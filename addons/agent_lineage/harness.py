@@ -206,6 +206,30 @@ class HarnessTable:
         ids.side = next((rule.kind for rule in client.side if rule.matches(call)), None)
         return ids
 
+    def identify_from_headers(self, headers: dict[str, str]) -> HarnessIds | None:
+        """The client and its root, agent and parent ids when the request's headers alone decide
+        them, as `identify` would with the body; None when the body could change any of them
+        (an earlier client detected by its body, or a body selector tried before a header that
+        answers). The ids' `side` is not decided here: side rules may read the body."""
+        probe = Call(exchange_id="", api="", path="", client="", headers=headers, t_start=0.0)
+        for client in self.clients:
+            if client.recognises(probe):
+                break
+            if client.system_regex or any(s.body for s in client.detect):
+                return None
+        else:
+            return None
+        for role in ("root", "agent", "parent"):
+            for selector in getattr(client, role):
+                if selector.body:
+                    return None
+                if selector.read(probe):
+                    break
+        ids = self.identify(probe)
+        if ids is not None:
+            ids.side = None
+        return ids
+
     def client(self, name: str) -> Client | None:
         return next((c for c in self.clients if c.name == name), None)
 

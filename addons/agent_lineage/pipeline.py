@@ -15,7 +15,7 @@ from typing import Protocol
 import orjson
 
 from .calls import ResponseReader, start_call
-from .codecs import MalformedBody
+from .codecs import MalformedBody, codec_for
 from .harness import load_table
 from .lineage import PARENT_HEADER, lineage_headers
 from .model import Call, Exchange
@@ -71,6 +71,17 @@ class Pipeline:
             return Outcome(call, {PARENT_HEADER: None} if self.settings.stamp else {})
         headers = lineage_headers(scope.agent_id, scope.parent_id) if self.settings.stamp else {}
         return Outcome(call, headers)
+
+    def headers_before_body(self, exchange: Exchange) -> dict[str, str | None] | None:
+        """The lineage headers `request` will stamp on this LLM request, when its headers alone
+        decide them: the feeder stamps them and forwards the request, then calls `request` (which
+        reads the body) before anything else. None when the body decides, and for other traffic."""
+        if codec_for(exchange.method, exchange.path) is None:
+            return None
+        if not self.settings.stamp:
+            return {}
+        lineage = self.tracker.lineage_before_body(exchange.request_headers, exchange.t_request)
+        return lineage_headers(*lineage) if lineage is not None else None
 
     def upgrade(self, exchange: Exchange) -> dict[str, str | None]:
         """Lineage headers for a WebSocket upgrade, from its headers alone (no body yet)."""

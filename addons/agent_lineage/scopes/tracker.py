@@ -15,6 +15,9 @@ from .delegation import Delegation
 from .turns import Turns
 
 
+CONTEXTS_REMEMBERED = 1024  # distinct (system prompt, tools) pairs; forgotten all at once past that
+
+
 class ScopeTracker:
     def __init__(self, table: HarnessTable, settings: Settings | None = None) -> None:
         self.table = table
@@ -22,6 +25,8 @@ class ScopeTracker:
         self.conversations = Conversations(table)
         self.delegation = Delegation(table, self.conversations)
         self.turns = Turns(table, self.settings)
+        self._contexts: dict[tuple[str | None, str, tuple[str, ...]], tuple[bytes, bytes]] = {}  # see _context
+        self._contexts_table = table
 
     # -- requests ---------------------------------------------------------------------
 
@@ -98,6 +103,26 @@ class ScopeTracker:
             return None
         agent_id, parent_id, _ = _harness_lineage(ids)
         return agent_id, parent_id
+
+    def lineage_before_body(self, headers: dict[str, str], t: float) -> tuple[str, str | None] | None:
+        """(agent id, parent id) that `begin` will give an LLM request with these headers at
+        traffic time `t`, whatever its body; None when the body may change it. Decided: the
+        client's own lineage; harness ids the headers alone decide (harness.yaml) for an agent
+        known and not about to be evicted, or for a new agent with a parent. Not decided: a new
+        root agent (a side request under it may belong to another session)."""
+        lineage = self._client_lineage(headers)
+        if lineage is not None:
+            return lineage
+        ids = self.table.identify_from_headers(headers)
+        if ids is None or not (ids.root or ids.agent):
+            return None
+        agent_id, parent_id, _ = _harness_lineage(ids)
+        agent = self.conversations.agents.get(agent_id)
+        if agent is None:
+            return (agent_id, parent_id) if parent_id is not None and parent_id != agent_id else None
+        if t - agent.session.last_t > self.settings.session_ttl_seconds:
+            return None  # its session may be evicted by this very request, and the agent made anew
+        return agent.id, agent.parent.id if agent.parent else None
 
     def _client_lineage(self, headers: dict[str, str]) -> tuple[str, str | None] | None:
         raw = headers.get(SESSION_HEADER, "").strip()
@@ -206,10 +231,19 @@ class ScopeTracker:
         return self.delegation.delegating_tool(call, self._context(call, None)[0], False) is not None
 
     def _context(self, call: Call, ids: HarnessIds | None) -> tuple[bytes, bytes]:
-        """Fingerprints of the system prompt (without its per-process parts) and of the tools."""
-        system = self.table.stable_system(call, ids).encode("utf-8", "surrogatepass")
-        tools = "\0".join(t.name for t in call.tools).encode("utf-8", "surrogatepass")
-        return hashlib.blake2b(system, digest_size=8).digest(), hashlib.blake2b(tools, digest_size=8).digest()
+        """Fingerprints of the system prompt (without its per-process parts) and of the tools.
+        An agent sends the same system prompt and tools on every request: remembered, so the
+        noise patterns run once per prompt, not once per request."""
+        if self._contexts_table is not self.table or len(self._contexts) >= CONTEXTS_REMEMBERED:
+            self._contexts.clear()  # a reloaded harness table has other noise patterns
+            self._contexts_table = self.table
+        key = (ids.client if ids else None, call.system, tuple(t.name for t in call.tools))
+        cached = self._contexts.get(key)
+        if cached is None:
+            system = self.table.stable_system(call, ids).encode("utf-8", "surrogatepass")
+            tools = "\0".join(key[2]).encode("utf-8", "surrogatepass")
+            cached = self._contexts[key] = (hashlib.blake2b(system, digest_size=8).digest(), hashlib.blake2b(tools, digest_size=8).digest())
+        return cached
 
 
 def _scope(agent: TrackedAgent, evidence: dict[str, str]) -> Scope:
