@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """What one call costs the trajectory writer, early and late in a long session.
 
-A 500-call session of one agent, a tool call on every call, message sizes like a coding agent's
-(a 12 KB system prompt, 3 KB tool results, 400-character answers, 300-character arguments). For
-each call: `TrajectoryBuilder.add`, rendering the document, and the atomic file write — what the
-writer thread does after every call with write_interval 0. Printed per window of 10 calls
-ending at call 10, 100 and 500, over several runs:
+A long session of one agent, a tool call on every call, message sizes like a coding agent's
+(a 12 KB system prompt, 3 KB tool results, 400-character answers, 300-character arguments).
+Printed at calls 10, 100, 1,000 and 5,000: the cost of `TrajectoryBuilder.add` per call, and of
+one rewrite of the session's file (rendering from the cached step fragments, then the atomic
+write) with the bytes it writes — what the writer thread does once per write interval:
 
-    scripts/bench_trajectories.py [--calls 500] [--runs 5]
+    scripts/bench_trajectories.py [--calls 5000] [--runs 3]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from agent_lineage.trajectories import trajectory_file_name, write_atomically
 
 SESSION = "0b5e7c1e-4c1d-4f7e-9a51-3f1f0e6f2a10"
 SYSTEM = "You are a coding agent. " * 500  # about 12 KB
-WINDOWS = (10, 100, 500)
+WINDOWS = (10, 100, 1000, 5000)
 
 
 def make_call(n: int) -> Call:
@@ -68,44 +68,45 @@ def make_call(n: int) -> Call:
     )
 
 
-def run_once(calls: list[Call], directory: Path) -> tuple[list[tuple[float, float, float]], dict[int, int]]:
-    """Per call: seconds in add, render and write; file size after each window's last call."""
+def run_once(calls: list[Call], directory: Path, windows: tuple[int, ...]) -> dict[int, tuple[float, float, float, int]]:
+    """At each window's last call: seconds per call in `add` (mean over its last 10 calls), one
+    render and one atomic write of the whole file at that point, and the file's size."""
     builder = TrajectoryBuilder()
     path = directory / trajectory_file_name(SESSION)
-    timings, sizes = [], {}
+    results: dict[int, tuple[float, float, float, int]] = {}
+    add_seconds: list[float] = []
     for n, call in enumerate(calls, 1):
         t0 = time.perf_counter()
         builder.add(call)
-        t1 = time.perf_counter()
-        data = builder.render(SESSION)
-        t2 = time.perf_counter()
-        write_atomically(path, data)
-        t3 = time.perf_counter()
-        timings.append((t1 - t0, t2 - t1, t3 - t2))
-        if n in WINDOWS:
-            sizes[n] = len(data)
-    return timings, sizes
+        add_seconds.append(time.perf_counter() - t0)
+        if n in windows:
+            t1 = time.perf_counter()
+            data = builder.render(SESSION)
+            t2 = time.perf_counter()
+            write_atomically(path, data)
+            t3 = time.perf_counter()
+            results[n] = (statistics.fmean(add_seconds[-10:]), t2 - t1, t3 - t2, len(data))
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, default=500)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=5000)
+    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
+    windows = tuple(w for w in WINDOWS if w <= args.calls)
     calls = [make_call(n) for n in range(1, args.calls + 1)]
     runs = []
     with tempfile.TemporaryDirectory() as directory:
         for _ in range(args.runs):
-            runs.append(run_once(calls, Path(directory)))
-    print(f"{args.calls}-call session, {args.runs} runs; ms per call over calls n-9..n of every run\n")
-    print(f"{'call n':>7} {'file KB':>8} {'add':>7} {'render':>7} {'write':>7} {'total':>7} {'p95':>7}")
-    for window in (w for w in WINDOWS if w <= args.calls):
-        rows = [timings[i] for timings, _ in runs for i in range(window - 10, window)]
-        totals = sorted(sum(row) for row in rows)
-        mean = [statistics.fmean(row[k] for row in rows) * 1000 for k in range(3)]
-        p95 = totals[int(0.95 * (len(totals) - 1))] * 1000
-        size = runs[0][1][window] / 1024
-        print(f"{window:>7} {size:>8.0f} {mean[0]:>7.3f} {mean[1]:>7.3f} {mean[2]:>7.3f} {sum(mean):>7.3f} {p95:>7.3f}")
+            runs.append(run_once(calls, Path(directory), windows))
+    print(f"{args.calls}-call session, {args.runs} runs, medians; one rewrite = render + atomic write of the whole file\n")
+    print(f"{'call n':>7} {'file MB':>8} {'add ms':>7} {'render ms':>10} {'write ms':>9} {'rewrite ms':>11} {'MB written per call at interval 0':>34}")
+    for n in windows:
+        add, render, write, size = (statistics.median(run[n][k] for run in runs) for k in range(4))
+        print(f"{n:>7} {size / 2**20:>8.2f} {add * 1000:>7.3f} {render * 1000:>10.2f} {write * 1000:>9.2f} {(render + write) * 1000:>11.2f} {size / 2**20:>34.2f}")
+    print("\nThe live writer rewrites a changed session's file at most once per lineage_write_interval:"
+          "\nper second of a busy session it writes the 'file MB' column once.")
 
 
 if __name__ == "__main__":
