@@ -28,10 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent_lineage.atif import TrajectoryBuilder
+from agent_lineage.harness import load_table
 from agent_lineage.lineage import PARENT_HEADER, SESSION_HEADER
 from agent_lineage.model import Call, Exchange, Scope
 from agent_lineage.offline import read_flows, replay
 from agent_lineage.pipeline import Outcome, Pipeline
+from agent_lineage.scopes import ScopeTracker
 from agent_lineage.settings import Settings
 
 
@@ -48,6 +51,8 @@ class Prediction:
 
     scope: Scope | None
     headers: dict[str, str | None] | None  # the lineage headers stamped; None when not an LLM request we read
+    # (agent, parent) as Dynamo derives them from the request's harness headers alone; None: no such header
+    dynamo: tuple[str, str | None] | None = None
 
 
 @dataclass
@@ -64,6 +69,16 @@ class Score:
     stamped: int
     llm_requests: int
     inconsistent_stamps: int
+    subagent_requests: int = 0  # agent requests with a true parent
+    subagent_right: int = 0  # ... whose predicted parent stands for it
+    sessions: int = 0  # true root sessions
+    sessions_turns_exact: int = 0  # ... whose predicted turn starts are exactly the true ones
+    side_requests: int = 0
+    side_right: int = 0  # true side requests predicted side, in a session standing for their own
+    trajectory_files: int | None = None  # documents the trajectory builder made
+    with_ids: int = 0  # agent requests with harness headers Dynamo reads
+    with_ids_right: int = 0  # ... whose parent link is right by our scope
+    dynamo_right: int = 0  # ... and by Dynamo's own header rule
     mistakes: list[str] = field(default_factory=list)
 
     @property
@@ -106,16 +121,28 @@ class _ScopedCalls:
 
 def predict(flows_path: str | Path, settings: Settings | None = None) -> list[Prediction]:
     """The pipeline's decision for every flow of the file, in file order."""
+    return predict_with_documents(flows_path, settings)[0]
+
+
+def predict_with_documents(flows_path: str | Path, settings: Settings | None = None) -> tuple[list[Prediction], int]:
+    """`predict`, and how many trajectory documents the emitted calls make."""
     flows = read_flows(flows_path)
     sink = _ScopedCalls()
     pipeline = _StampRecorder(settings or Settings(stamp=True), [sink])
     replay(flows, pipeline)
+    builder = TrajectoryBuilder()
+    for call in sorted(sink.calls.values(), key=lambda c: c.t_end or c.t_start):
+        builder.add(call)
+    dynamo = ScopeTracker(load_table(), Settings(respect_client_lineage=False))
     predictions = []
     for flow in flows:
         outcome = pipeline.outcomes.get(flow.id)
         call = outcome.call if outcome is not None else sink.calls.get(flow.id)
-        predictions.append(Prediction(call.scope if call is not None else None, outcome.headers if outcome is not None else None))
-    return predictions
+        headers = outcome.call.headers if outcome is not None else {}
+        predictions.append(
+            Prediction(call.scope if call is not None else None, outcome.headers if outcome is not None else None, dynamo.lineage_from_headers(headers))
+        )
+    return predictions, len(builder.session_ids())
 
 
 # -- measures ------------------------------------------------------------------------------------
@@ -197,6 +224,23 @@ def score(name: str, labels: list[dict[str, Any]], predictions: list[Prediction]
         for label, p in agents
     ]
     verdicts, stands_for = parent_links(rows)
+    subagents = [v for v, (label, _) in zip(verdicts, agents) if label["parent_agent_id"] is not None]
+    with_ids = [i for i, (_, p) in enumerate(agents) if p.dynamo is not None]
+    dynamo_rows = [(rows[i][0], rows[i][1], agents[i][1].dynamo[0], agents[i][1].dynamo[1]) for i in with_ids]  # type: ignore[index]
+    dynamo_verdicts, _ = parent_links(dynamo_rows)
+    session_of = majority(session_pairs)
+    sides = [(label, p) for label, p in rooted if label["kind"] == "side"]
+    side_right = sum(1 for label, p in sides if p.scope is not None and p.scope.side and session_of.get(p.scope.session_id) == label["root_session_id"])
+    true_starts: dict[Hashable, set[int]] = defaultdict(set)
+    predicted_starts: dict[Hashable, set[int]] = defaultdict(set)
+    for label, p in agents:
+        if label["root_session_id"] is None:
+            continue
+        true_starts[label["root_session_id"]]  # every session counts, even one without a turn start
+        if label["starts_new_turn"]:
+            true_starts[label["root_session_id"]].add(label["index"])
+        if p.scope is not None and p.scope.new_turn:
+            predicted_starts[label["root_session_id"]].add(label["index"])
     turn = binary((label["starts_new_turn"], bool(p.scope and p.scope.new_turn)) for label, p in agents)
     side = binary((label["kind"] == "side", bool(p.scope and p.scope.side)) for label, p in scored)
     llm = [(label, p) for label, p in scored if label["method"] == "POST"]
@@ -215,6 +259,15 @@ def score(name: str, labels: list[dict[str, Any]], predictions: list[Prediction]
         stamped=stamped,
         llm_requests=len(llm),
         inconsistent_stamps=inconsistent,
+        subagent_requests=len(subagents),
+        subagent_right=subagents.count("right"),
+        sessions=len(true_starts),
+        sessions_turns_exact=sum(1 for root, starts in true_starts.items() if predicted_starts.get(root, set()) == starts),
+        side_requests=len(sides),
+        side_right=side_right,
+        with_ids=len(with_ids),
+        with_ids_right=sum(1 for i in with_ids if verdicts[i] == "right"),
+        dynamo_right=dynamo_verdicts.count("right"),
         mistakes=_mistakes(scored, rooted, agents, verdicts, stands_for),
     )
 
@@ -285,7 +338,10 @@ def load_truth(flows_path: str | Path) -> dict[str, Any]:
 
 def score_file(flows_path: str | Path, settings: Settings | None = None) -> Score:
     truth = load_truth(flows_path)
-    return score(Path(flows_path).name.removesuffix(".mitm"), truth["flows"], predict(flows_path, settings))
+    predictions, documents = predict_with_documents(flows_path, settings)
+    result = score(Path(flows_path).name.removesuffix(".mitm"), truth["flows"], predictions)
+    result.trajectory_files = documents
+    return result
 
 
 # -- targets -------------------------------------------------------------------------------------
@@ -328,6 +384,10 @@ def misses(result: Score, target: str) -> list[str]:
                 found.append(f"{result.name}: {result.parent_wrong} wrong parent links")
         elif result.parent_wrong or result.parent_unknown:
             found.append(f"{result.name}: parent links wrong={result.parent_wrong} unknown={result.parent_unknown}")
+    if result.with_ids_right < result.dynamo_right:
+        found.append(f"{result.name}: worse than Dynamo's header rule: {result.with_ids_right} < {result.dynamo_right} parents right")
+    if result.trajectory_files is not None and result.sessions and result.trajectory_files != result.sessions:
+        found.append(f"{result.name}: {result.trajectory_files} trajectory files for {result.sessions} root sessions")
     if result.inconsistent_stamps:
         found.append(f"{result.name}: {result.inconsistent_stamps} stamps disagree with their scope")
     return found
@@ -353,6 +413,23 @@ def row(result: Score) -> list[str]:
         number(result.side.precision),
         number(result.side.recall),
         f"{100 * result.stamped_share:.1f}%",
+    ]
+
+
+ISSUE_COLUMNS = ("requests", "session F1", "subagent parent right", "wrong links", "turns exact", "side right", "files / root sessions", "ids: ours / Dynamo")
+
+
+def issue_row(result: Score) -> list[str]:
+    """The measures of the one accuracy table (docs/accuracy.md)."""
+    return [
+        str(result.requests),
+        "-" if result.session is None else f"{result.session.f1:.3f}",
+        f"{result.subagent_right}/{result.subagent_requests}",
+        str(result.parent_wrong),
+        f"{result.sessions_turns_exact}/{result.sessions}",
+        f"{result.side_right}/{result.side_requests}",
+        f"{result.trajectory_files}/{result.sessions}",
+        f"{result.with_ids_right}/{result.dynamo_right} of {result.with_ids}" if result.with_ids else "-",
     ]
 
 
