@@ -388,3 +388,50 @@ def test_a_forked_subagent_is_referenced_and_opens_with_its_task(seed: int, with
     assert [s["message"] for s in user_steps] == [task] and sub["steps"][[s["source"] for s in sub["steps"]].index("user") - 1]["source"] == "system"
     assert agent_steps(sub) == child_calls
     assert sub["agent"]["extra"]["parent_tool_call_id"] == "call_spawn"
+
+
+# -- 2. a side request that arrives before its session ---------------------------------------------
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_title_that_races_ahead_of_its_session_is_reattached_to_it(seed: int) -> None:
+    """Stamped with its own id as it goes out; re-attached when the session it quotes starts
+    while it is in flight: one session, one document, the title under its side requests."""
+    wire = Wire(seed)
+    prompt = wire.task()
+    template = wire.rng.choice(["Give this chat a title of at most six words:\n\n{}", "{}"])
+    title = wire.chat_call("You write short titles for chats.", [user(template.format(prompt))], [])
+    wire.tick(0.004)
+    first = wire.chat_call("You are a support agent.", [user(prompt)], ["lookup_order"])
+    wire.chat_answer(title, "A title")
+    _, reply = wire.chat_answer(first, uses=[("call_o", "lookup_order", {"id": "7"})])
+    wire.chat_answer(wire.chat_call("You are a support agent.", [user(prompt), reply, chat_result("call_o", "shipped")], ["lookup_order"]), "It shipped.")
+    assert title.headers[SESSION_HEADER] != first.headers[SESSION_HEADER]  # stamped before its session existed
+    scope = title.call.scope
+    assert scope.side == "title" and scope.session_id == first.call.scope.session_id and not scope.new_turn
+    assert len(wire.pipeline.tracker.conversations.sessions) == 1
+    (document,) = wire.documents().values()
+    assert agent_steps(document) == 2 and [r["kind"] for r in lineage_extra(document)["side_requests"]] == ["title"]
+
+
+def test_a_one_shot_chat_that_nobody_quotes_stays_a_session_of_its_own() -> None:
+    wire = Wire(1)
+    question, other = wire.task(), wire.task()
+    alone = wire.chat_call("You are a helpful assistant.", [user(question)], [])
+    later = wire.chat_call("You are a support agent.", [user(other)], ["lookup_order"])
+    wire.chat_answer(alone, "An answer.")
+    wire.chat_answer(later, "Hello.")
+    assert alone.call.scope.side is None and alone.call.scope.new_turn
+    assert len(wire.documents()) == 2
+
+
+def test_a_one_shot_that_finished_before_the_session_started_is_not_moved() -> None:
+    """The documented limit: re-attaching needs the early request still in flight (its call may be
+    recorded, and its file written, once it ends)."""
+    wire = Wire(2)
+    prompt = wire.task()
+    title = wire.chat_call("You write short titles for chats.", [user(prompt)], [])
+    wire.chat_answer(title, "A title")
+    first = wire.chat_call("You are a support agent.", [user(prompt)], ["lookup_order"])
+    wire.chat_answer(first, "Hello.")
+    assert title.call.scope.side is None and title.call.scope.session_id != first.call.scope.session_id

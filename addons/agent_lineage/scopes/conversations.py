@@ -50,6 +50,9 @@ class TrackedSession:
     first_prompt: str = ""
     last_t: float = 0.0
     agents: list[TrackedAgent] = field(default_factory=list)
+    # The one-shot request (no tools, a message or two) that opened this session, until its
+    # conversation goes on: it may be a side request of a session that starts just after it.
+    one_shot: Call | None = None
 
 
 Thread = tuple[TrackedAgent, int, str]  # the agent continued, the prefix length, how it was found

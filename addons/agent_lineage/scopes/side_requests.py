@@ -3,12 +3,13 @@ counts, quota probes). One that names no session is an orphan until a session st
 
 from __future__ import annotations
 
-from ..harness import is_one_shot
+from ..harness import HarnessTable, is_one_shot
 from ..model import Call, Exchange, Scope
 from .conversations import Conversations, TrackedAgent, TrackedSession
 from .delegation import MIN_QUOTE
 
 ORPHAN_WINDOW = 30.0  # an orphan is claimed by a session start within this many seconds, or never
+EARLY_SIDE_SECONDS = 5.0  # a side request races its session's first request by less than this
 
 
 def is_side_of(agent: TrackedAgent, call: Call, context: tuple[bytes, bytes]) -> bool:
@@ -23,8 +24,9 @@ def all_text(call: Call) -> str:
 
 
 def quoted_session(conversations: Conversations, call: Call, exclude: TrackedSession | None = None) -> TrackedSession | None:
-    """The most recently active session of the same client whose first prompt this call quotes."""
-    text = "\n".join(m.text for m in call.messages)
+    """The most recently active session of the same client whose first prompt this call quotes
+    (in its messages, or in its system prompt, where summaries and judges put a transcript)."""
+    text = all_text(call)
     hosts = [
         s for s in conversations.sessions.values()
         if s is not exclude and s.client == call.client and len(s.first_prompt) >= MIN_QUOTE and s.first_prompt in text
@@ -43,6 +45,34 @@ def adopt(conversations: Conversations, call: Call, agent: TrackedAgent, scope: 
         scope.parent_id = None
         scope.depth = 0
         scope.evidence["agent"] = "side:quotes-session-prompt"
+
+
+def reattach_early(table: HarnessTable, conversations: Conversations, call: Call, session: TrackedSession) -> None:
+    """A new session's first request: a one-shot request of the same client that quotes its prompt
+    and is still in flight opened a session of its own moments ago (an SDK app asks for a title
+    in parallel with its first call, and the title can reach us first). That request was stamped
+    with its own id as it went out; from now on it is a side request of this session, so its
+    trajectory entry lands here and its own session, which made no other call, is forgotten."""
+    prompt = session.first_prompt
+    if len(prompt) < MIN_QUOTE or session.root is None:
+        return
+    for early in list(conversations.sessions.values()):
+        opener = early.one_shot
+        if (
+            opener is None or early is session or early.client != call.client or opener.t_end is not None
+            or call.t_start - opener.t_start > EARLY_SIDE_SECONDS or len(early.agents) != 1 or prompt not in all_text(opener)
+        ):
+            continue
+        assert opener.scope is not None
+        opener.scope = Scope(
+            session_id=session.id,
+            agent_id=session.root.id,
+            turn=session.turn,
+            side=table.one_shot_kind(opener),
+            client_name=opener.scope.client_name,
+            evidence={"agent": "side:quotes-session-prompt", "session": "re-attached:arrived-before-its-session"},
+        )
+        conversations.drop_agent(early.agents[0])
 
 
 class Orphans:

@@ -59,6 +59,10 @@ class ScopeTracker:
             conversations.register_request(call, agent, context, anchor)
             self.delegation.close_answered(call, agent, scope)
             self.turns.decide(call, agent, ids, scope, restarted=thread is None and agent.last_response_len > 0)
+            if thread is not None:
+                agent.session.one_shot = None  # its conversation goes on: not a side request
+            elif scope.evidence.get("session") == "content-hash" and agent.session.one_shot is None:
+                side_requests.reattach_early(self.table, conversations, call, agent.session)
         else:
             scope.turn = agent.session.turn
             scope.evidence.setdefault("side", f"side:{scope.side}")
@@ -220,6 +224,8 @@ class ScopeTracker:
         session_id = conversations.unique(derived_id("sess", call.client, call.api, call.system, _first_user_text(call.messages)))
         session = conversations.new_session(session_id, call)
         root = conversations.new_agent(session, None, call, session_id)
+        if one_shot:
+            session.one_shot = call
         return _scope(root, {"agent": "new-conversation", "session": "content-hash"})
 
     def _twin_of(self, call: Call, agent: TrackedAgent, prefix: int) -> bool:
