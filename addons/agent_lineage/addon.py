@@ -27,7 +27,7 @@ from .driver import Driver
 from .harness import HarnessTableError
 from .model import REDACTED, SECRET_HEADERS, SECRET_QUERY_PARAMS, Call
 from .pipeline import CallLog, Pipeline
-from .settings import DEFAULTS, Settings
+from .settings import DEFAULTS, Settings, parse_priority
 from .trajectories import TrajectoryWriter
 
 log = logging.getLogger("agent_lineage")
@@ -60,6 +60,12 @@ class Lineage:
         loader.add_option("lineage_session_ttl", str, f"{DEFAULTS.session_ttl_seconds:g}", "Idle seconds after which a session's state is released from memory.")
         loader.add_option("lineage_harness_file", str, "", "YAML file merged over the built-in harness table (client headers and body fields).")
         loader.add_option("lineage_calls_log", str, "", "Append every finished LLM call as one JSON line to this file (debugging).")
+        loader.add_option(
+            "lineage_priority",
+            str,
+            "",
+            "Stamp x-dynamo-request-priority by scope, e.g. 'main=2,subagent=2,side=0' (scopes: main, subagent, side). Empty: none.",
+        )
         loader.add_option("lineage_redact_flows", bool, True, "Blank secret header values (Authorization, x-api-key, cookies) and key-like query values in every flow once forwarded, so saved flows (-w) hold no keys.")
         loader.add_option(
             "lineage_console",
@@ -119,6 +125,7 @@ class Lineage:
             turn_gap_seconds=_seconds("lineage_turn_gap"),
             session_ttl_seconds=_seconds("lineage_session_ttl"),
             harness_file=options.lineage_harness_file or None,
+            priority=_priority_levels(),
         )
 
     def _replace_writer(self, write_interval: float) -> None:
@@ -228,6 +235,13 @@ class Lineage:
         for name in list(flow.request.query):
             if name.lower() in SECRET_QUERY_PARAMS:
                 flow.request.query[name] = REDACTED
+
+
+def _priority_levels() -> dict[str, int]:
+    try:
+        return parse_priority(ctx.options.lineage_priority)
+    except ValueError as e:
+        raise exceptions.OptionsError(f"lineage_priority: {e}") from None
 
 
 def _seconds(option: str, minimum: float | None = None) -> float:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 SESSION_HEADER = "x-dynamo-session-id"
 PARENT_HEADER = "x-dynamo-parent-session-id"
+# A Dynamo request hint, not lineage (Dynamo 1.6.1 reads it into `nvext.agent_hints.priority`).
+PRIORITY_HEADER = "x-dynamo-request-priority"
 
 
 def lineage_headers(agent_id: str, parent_id: str | None) -> dict[str, str | None]:

@@ -17,8 +17,8 @@ import orjson
 from .calls import ResponseReader, start_call
 from .codecs import MalformedBody, codec_for
 from .harness import load_table
-from .lineage import PARENT_HEADER, lineage_headers
-from .model import Call, Exchange
+from .lineage import PARENT_HEADER, PRIORITY_HEADER, lineage_headers
+from .model import Call, Exchange, Scope
 from .scopes import Orphans, ScopeTracker
 from .settings import Settings
 
@@ -68,9 +68,18 @@ class Pipeline:
         if scope.pending:
             self.orphans.hold(call)
             # Its session is not known yet: no id to stamp, but no stale parent either.
-            return Outcome(call, {PARENT_HEADER: None} if self.settings.stamp else {})
-        headers = lineage_headers(scope.agent_id, scope.parent_id) if self.settings.stamp else {}
-        return Outcome(call, headers)
+            headers: dict[str, str | None] = {PARENT_HEADER: None} if self.settings.stamp else {}
+        else:
+            headers = lineage_headers(scope.agent_id, scope.parent_id) if self.settings.stamp else {}
+        return Outcome(call, headers | self._priority(call, scope))
+
+    def _priority(self, call: Call, scope: Scope) -> dict[str, str | None]:
+        """The request-priority hint of the call's scope, when configured and the client sent none."""
+        kind = "side" if (scope.side or call.side) else "subagent" if scope.parent_id else "main"
+        level = self.settings.priority.get(kind)
+        if level is None or not self.settings.stamp or PRIORITY_HEADER in call.headers:
+            return {}
+        return {PRIORITY_HEADER: str(level)}
 
     def headers_before_body(self, exchange: Exchange) -> dict[str, str | None] | None:
         """The lineage headers `request` will stamp on this LLM request, when its headers alone
