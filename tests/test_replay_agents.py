@@ -1,7 +1,8 @@
 """The real Claude Code and Codex CLIs re-run against a replay of their own capture: each records a
 session through `mitmdump -s addons/lineage.py` in front of the demo upstream, then runs the same
 prompts again with the demo upstream gone, answered by `agent-lineage replay`'s server from the
-saved flows (fresh HOME, so new session ids, agent ids and times): the CLI finishes with the same
+saved flows (fresh HOME and CODEX_HOME at the same paths, so new session ids, agent ids and
+times): the CLI finishes with the same
 answer and its trajectory matches the recorded one under `agent-lineage diff`. A changed prompt
 misses loudly (the miss names the field), the CLI fails, and the diff fails.
 
@@ -24,7 +25,10 @@ from test_agents import claude_scenarios, codex_scenarios, installed, network  #
 
 pytestmark = pytest.mark.agents
 
-CASES = [("claude", "tool_loop"), ("claude", "subagent"), ("codex", "tool_loop"), ("codex", "subagent")]
+# Every scenario of tests/test_agents.py replays (tool loops, subagents and Codex's spawn / wait
+# included); these three cover the rest: a shell tool and a resumed session, two subagents at
+# once, a subagent's own subagent.
+CASES = [(cli, name) for cli in ("claude", "codex") for name in ("two_turns", "parallel", "nested")]
 
 
 class Sandbox:
