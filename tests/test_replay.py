@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -154,6 +155,24 @@ def test_record_then_replay_serves_the_recorded_answers_and_misses_loudly(demo, 
     assert "first difference at body.messages[0].content" in miss.json()["error"]["message"]
     assert replay.stats.served == 3 and replay.stats.missed == 1
     assert any("replay miss" in r.getMessage() for r in caplog.records)
+
+
+def test_recorded_timing_waits_the_recorded_first_byte_and_streaming_time(tmp_path, no_proxy_env):
+    flows = tmp_path / "recorded.mitm"
+    with DemoUpstream(first_byte_delay=0.4, chunk_delay=0.1) as slow:
+        with ReplayServer(Capture([]), mode="record", upstream=slow.base_url, record_to=flows) as recorder:
+            httpx.post(recorder.url + "/v1/chat/completions", json=chat("hi [[script: say one two three]]", stream=True))
+    capture = Capture.from_files([flows])
+    [entry] = capture.recorded
+    assert entry.first_byte + entry.duration >= 0.4 + 0.1  # the demo's delays, as recorded
+    with ReplayServer(capture, timing="recorded") as replay:
+        arrivals = []
+        start = time.monotonic()
+        with httpx.stream("POST", replay.url + "/v1/chat/completions", json=chat("hi [[script: say one two three]]", stream=True)) as response:
+            for _ in response.iter_raw():
+                arrivals.append(time.monotonic() - start)
+    assert arrivals[0] >= entry.first_byte  # sleeps are lower bounds, whatever the machine's load
+    assert arrivals[-1] >= entry.first_byte + entry.duration * 0.99
 
 
 def test_live_ids_replace_the_recorded_ones_in_the_answer(demo, tmp_path, no_proxy_env):
