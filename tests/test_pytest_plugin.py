@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from agent_lineage.demo.upstream import DemoUpstream
+from agents_support import find_cli, free_port
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.e2e
@@ -87,3 +88,49 @@ def test_the_diff_lines_are_the_failure_message(pytester: pytest.Pytester, monke
     result = pytester.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*trajectory differs from goldens/agent.json (agent-lineage diff):*"])
+
+
+CLI_TEST = '''
+import json
+import os
+import subprocess
+
+
+def test_cli(lineage, tmp_path):
+    run = lineage("captures/{cli}.mitm", upstream=os.environ.get("DEMO_UPSTREAM"))
+    home = tmp_path / "home"
+    (home / "tmp").mkdir(parents=True)
+    refuse = os.environ["REFUSING_PROXY"]  # the CLI's own internet traffic fails at once
+    env = {{"PATH": os.environ["PATH"], "HOME": str(home), "TMPDIR": str(home / "tmp"), "LANG": "C.UTF-8", "TERM": "dumb",
+           "HTTPS_PROXY": refuse, "HTTP_PROXY": refuse, "NO_PROXY": "127.0.0.1", "IS_SANDBOX": "1"}}
+    env |= run.env({cli!r})
+    prompt = 'Check. [[script: tool {tool} ; say Checked.]]'
+    if {cli!r} == "claude":
+        argv = [os.environ["CLI"], "-p", "--dangerously-skip-permissions", "--output-format", "json", prompt]
+    else:
+        argv = [os.environ["CLI"], "exec", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox", "--json", prompt]
+    done = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "Checked." in done.stdout
+    run.assert_trajectory_matches("goldens/{cli}.json")
+'''
+INSTALLED = {cli: find_cli(cli) for cli in ("claude", "codex")}  # before pytester moves HOME
+TOOLS = {"claude": 'Bash {"command": "echo tool-ok"}', "codex": 'exec_command {"cmd": "echo tool-ok"}'}
+
+
+@pytest.mark.agents
+@pytest.mark.parametrize("cli", ["claude", "codex"])
+def test_real_cli_through_the_plugin_records_then_replays(cli: str, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
+    executable = INSTALLED[cli]
+    if executable is None:
+        pytest.skip(f"{cli} is not installed: run scripts/install_agents")
+    pytester.makepyfile(test_cli=CLI_TEST.format(cli=cli, tool=TOOLS[cli]))
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CLI", str(executable))
+    monkeypatch.setenv("REFUSING_PROXY", f"http://127.0.0.1:{free_port()}")
+    with DemoUpstream() as demo:
+        monkeypatch.setenv("DEMO_UPSTREAM", demo.base_url)
+        pytester.runpytest("--lineage-update").assert_outcomes(passed=1)
+    monkeypatch.delenv("DEMO_UPSTREAM")
+    pytester.runpytest().assert_outcomes(passed=1)
