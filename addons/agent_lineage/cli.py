@@ -16,6 +16,7 @@ import orjson
 
 from . import __version__, addon_path
 from .harness import HarnessTableError
+from .kv import DEFAULT_CACHE_TOKENS, DEFAULT_WORKERS
 from .pipeline import CallLog, CallSink, Pipeline
 from .settings import DEFAULTS, Settings
 from .shape import diff_shapes, plural, shape_of, summary_lines
@@ -180,8 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
         "cache would serve, and the sessions and subagents that gain most. docs/kv.md explains the model.",
     )
     kv.add_argument("files", nargs="+", metavar="FILE", help="trajectory files or saved flow files")
-    kv.add_argument("--workers", type=int, default=4, metavar="N", help="workers behind the router (4)")
-    kv.add_argument("--cache-tokens", type=int, default=2_000_000, metavar="T", help="prefix cache size of each worker, in tokens (2,000,000)")
+    kv.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="N", help=f"workers behind the router ({DEFAULT_WORKERS})")
+    kv.add_argument(
+        "--cache-tokens", type=int, default=DEFAULT_CACHE_TOKENS, metavar="T",
+        help=f"prefix cache size of each worker, in tokens ({DEFAULT_CACHE_TOKENS:,})",
+    )
     kv.add_argument("--seed", type=int, default=0, help="seed of the random strategy (0)")
     kv.set_defaults(run=cmd_kv)
 

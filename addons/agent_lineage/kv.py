@@ -29,6 +29,8 @@ from typing import Any
 
 BYTES_PER_TOKEN = 4
 STRATEGIES = ("random", "round-robin", "lineage", "native-headers")
+DEFAULT_WORKERS = 4
+DEFAULT_CACHE_TOKENS = 2_000_000
 
 
 @dataclass(slots=True)
@@ -47,18 +49,33 @@ class Request:
         return sum(t for _, t in self.blocks)
 
 
-def chain(parts: Iterable[bytes], sizes: list[int], prompt_tokens: int | None) -> list[tuple[bytes, int]]:
-    """Prefix keys of a message sequence, and each message's tokens (see the module docstring)."""
-    keys, h = [], hashlib.blake2b(digest_size=16)
-    for part in parts:
-        h.update(hashlib.blake2b(part, digest_size=16).digest())
-        keys.append(h.copy().digest())
+class Prefix:
+    """Keys of a growing message sequence: key i hashes messages 0..i. Extended one message at a
+    time, so rebuilding every prompt of a long agent hashes each message once."""
+
+    def __init__(self) -> None:
+        self.keys: list[bytes] = []
+        self._hash = hashlib.blake2b(digest_size=16)
+
+    def add(self, part: bytes) -> None:
+        self._hash.update(hashlib.blake2b(part, digest_size=16).digest())
+        self.keys.append(self._hash.copy().digest())
+
+
+def split_tokens(sizes: list[int], prompt_tokens: int | None) -> list[int]:
+    """Each message's tokens: its share by bytes of the reported prompt tokens, else bytes / 4."""
     total = sum(sizes)
     if prompt_tokens and total:
-        tokens = [round(prompt_tokens * s / total) for s in sizes]
-    else:
-        tokens = [max(1, s // BYTES_PER_TOKEN) for s in sizes]
-    return list(zip(keys, tokens))
+        return [round(prompt_tokens * s / total) for s in sizes]
+    return [max(1, s // BYTES_PER_TOKEN) for s in sizes]
+
+
+def chain(parts: Iterable[bytes], sizes: list[int], prompt_tokens: int | None) -> list[tuple[bytes, int]]:
+    """Prefix keys of a message sequence, and each message's tokens (see the module docstring)."""
+    prefix = Prefix()
+    for part in parts:
+        prefix.add(part)
+    return list(zip(prefix.keys, split_tokens(sizes, prompt_tokens)))
 
 
 # -- reuse ------------------------------------------------------------------------------------
@@ -237,7 +254,7 @@ def from_trajectory(document: dict[str, Any], source: str = "") -> list[Request]
 def _walk(trajectory: dict[str, Any], session: str, parent: str | None, source: str, found: list[tuple[str, Request]]) -> None:
     agent = str(trajectory.get("trajectory_id", ""))
     harness = _harness_decided(trajectory)
-    parts: list[bytes] = []
+    prefix = Prefix()
     sizes: list[int] = []
     for step in trajectory.get("steps") or []:
         if (((step.get("extra") or {}).get("agent_lineage")) or {}).get("no_agent_calls"):
@@ -246,7 +263,7 @@ def _walk(trajectory: dict[str, Any], session: str, parent: str | None, source: 
         text = message if isinstance(message, str) else str(message)
         if step.get("source") == "agent" and step.get("llm_call_count") != 0:
             metrics = step.get("metrics") or {}
-            blocks = chain(list(parts), list(sizes), metrics.get("prompt_tokens"))
+            blocks = list(zip(prefix.keys, split_tokens(sizes, metrics.get("prompt_tokens"))))
             native = (agent, parent) if harness else None
             found.append((str(step.get("timestamp", "")), Request(session, agent, parent, blocks, native, f"{source}:{agent}:{step.get('step_id')}")))
         piece = f"{step.get('source')}\0{text}"
@@ -254,8 +271,9 @@ def _walk(trajectory: dict[str, Any], session: str, parent: str | None, source: 
             piece += f"\1{call.get('function_name')}\0{call.get('arguments')}"
         for result in ((step.get("observation") or {}).get("results")) or []:
             piece += f"\2{result.get('content')}"
-        parts.append(piece.encode("utf-8", "surrogatepass"))
-        sizes.append(max(1, len(parts[-1])))
+        part = piece.encode("utf-8", "surrogatepass")
+        prefix.add(part)
+        sizes.append(max(1, len(part)))
     for child in trajectory.get("subagent_trajectories") or []:
         _walk(child, session, agent, source, found)
 
@@ -282,7 +300,7 @@ class Report:
     cache_tokens: int
 
 
-def report(requests: list[Request], workers: int = 4, cache_tokens: int = 2_000_000, seed: int = 0) -> Report:
+def report(requests: list[Request], workers: int = DEFAULT_WORKERS, cache_tokens: int = DEFAULT_CACHE_TOKENS, seed: int = 0) -> Report:
     outcomes = {s: simulate(requests, s, workers, cache_tokens, seed) for s in STRATEGIES}
     return Report(requests, reuse(requests), outcomes, workers, cache_tokens)
 
