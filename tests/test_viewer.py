@@ -9,6 +9,7 @@ aborted and fails the test, and so does any console error or uncaught exception.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -20,7 +21,7 @@ from typing import Any
 import orjson
 import pytest
 
-from agent_lineage import cli, viewer
+from agent_lineage import cli, kv, viewer
 from agent_lineage.validate import validate_trajectory
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -38,6 +39,7 @@ CHROMIUM_ARGS = [
 RECORDINGS = sorted(FIXTURES.glob("agents/*/traces/trajectory-*.json"))
 SAVED_FLOWS = sorted([*FIXTURES.glob("real/*.mitm"), *FIXTURES.glob("idless/*.mitm")])
 NESTED = next(FIXTURES.glob("agents/claude_nested_reverse/traces/trajectory-*.json"))
+AGENTS_AS_TOOLS = FIXTURES / "idless" / "oa_b_agents_as_tools.mitm"  # id-less: a main agent and sibling subagents
 TOOL_LOOP = next(FIXTURES.glob("agents/codex_tool_loop_reverse/traces/trajectory-*.json"))
 HOSTILE = '</script><script>window.pwned = 1</script><img src="http://127.0.0.1:9/x.png" onerror="window.pwned = 2"><!--'
 
@@ -141,10 +143,41 @@ def test_view_usage_errors(args: list[str], message: str, capsys: pytest.Capture
 
 def test_embedded_text_cannot_end_its_script_element() -> None:
     document = foreign_trajectory(message=HOSTILE)
+    document["trajectory_id"] = HOSTILE  # also a key of the embedded KV figures
     page = viewer.render([viewer.Session(Path("t.json"), document)], title=HOSTILE)
-    # Only the page's own three script elements close; the data reads back unchanged.
-    assert page.count("</script>") == 3 and "<!--" not in page and "<script>window.pwned" not in page
+    # Only the page's own four script elements close; the data reads back unchanged.
+    assert page.count("</script>") == 4 and "<!--" not in page and "<script>window.pwned" not in page
     assert embedded(page, "session-0") == document
+    assert list(embedded(page, "reuse-0")["steps"]) == [HOSTILE]
+
+
+def test_each_llm_step_embeds_the_reuse_kv_computes_for_its_request(converted) -> None:
+    [path] = converted[AGENTS_AS_TOOLS.name]
+    document = orjson.loads(path.read_bytes())
+    # The same session twice, the copy under other ids: every prompt of the copy was seen before.
+    copy = orjson.loads(orjson.dumps(document).replace(document["session_id"].encode(), b"copy-session"))
+    page = viewer.render([viewer.Session(path, document), viewer.Session(Path("copy.json"), copy)], title="t")
+    first_session = kv.from_trajectory(document, "0")
+    requests = first_session + kv.from_trajectory(copy, "1")
+    shared = kv.reuse(requests)
+    cached = kv.simulate(requests, "lineage", kv.DEFAULT_WORKERS, kv.DEFAULT_CACHE_TOKENS).per_request
+    figures = [embedded(page, "reuse-0"), embedded(page, "reuse-1")]
+    assert sum(len(steps) for f in figures for steps in f["steps"].values()) == len(requests)
+    for n, (request, reuse, served) in enumerate(zip(requests, shared, cached)):
+        step_id = request.label.rsplit(":", 1)[1]
+        assert figures[0 if n < len(first_session) else 1]["steps"][request.agent][step_id] == {
+            "prompt_tokens": request.tokens,
+            "same_agent": reuse.same_agent,
+            "parent": reuse.parent,
+            "sibling": reuse.sibling,
+            "other_session": reuse.other_session,
+            "cached_lineage": served,
+        }
+    first = [f for steps in figures[0]["steps"].values() for f in steps.values()]
+    again = [f for steps in figures[1]["steps"].values() for f in steps.values()]
+    assert any(f["sibling"] for f in first)  # the recording's subagents share a prefix with each other
+    assert not any(f["other_session"] for f in first)
+    assert all(f["other_session"] == f["prompt_tokens"] for f in again)
 
 
 def test_the_page_names_nothing_outside_itself() -> None:
@@ -281,6 +314,44 @@ def test_clicking_a_step_shows_its_tool_calls_and_the_observations_that_answered
     agent_steps = [s for s in document["steps"] if s["source"] == "agent"]
     bars.nth(agent_steps.index(step)).click()
     assert row.locator(".tool-call .tool-name").inner_text() == call["function_name"]
+    browser_page.check_clean()
+
+
+@pytest.mark.browser
+def test_a_subagents_step_shows_its_prefix_reuse(converted, browser_page: Page, tmp_path: Path) -> None:
+    [path] = converted[AGENTS_AS_TOOLS.name]
+    document = orjson.loads(path.read_bytes())
+    page_file = page_of([(path.name, document)], tmp_path / "page.html")
+    figures = embedded(page_file.read_text(encoding="utf-8"), "reuse-0")["steps"]
+    # A subagent's call that shares a prefix with a sibling's.
+    agent, step_id, kv_step = next(
+        (a, s, f) for a, steps in figures.items() if a != document["trajectory_id"] for s, f in steps.items() if f["sibling"]
+    )
+
+    def percent(tokens: int) -> str:  # as the page rounds (Math.round: halves up)
+        return f"{math.floor(100 * tokens / kv_step['prompt_tokens'] + 0.5)}%"
+
+    def shown(tokens: int) -> str:
+        return f"{tokens:,} · {percent(tokens)}"
+
+    page = browser_page.open(page_file)
+    row = page.locator(f'.step-row[data-agent-id="{agent}"][data-step-id="{step_id}"]')
+    row.scroll_into_view_if_needed()
+    assert row.locator(".reuse-chip").inner_text() == f"KV {percent(kv_step['cached_lineage'])}"
+    row.locator(".row-head").click()
+    box = row.locator("section", has=page.locator("h4", has_text="Prefix reuse (KV)"))
+    values = dict(line.split("\t") for line in box.locator("tr").all_inner_texts())
+    assert values == {
+        "prompt tokens": f"{kv_step['prompt_tokens']:,}",
+        "shared with an earlier call of this agent": shown(kv_step["same_agent"]),
+        "… of its parent": shown(kv_step["parent"]),
+        "… of a sibling subagent": shown(kv_step["sibling"]),
+        "… of another session": shown(kv_step["other_session"]),
+        "cached when routed by lineage": shown(kv_step["cached_lineage"]),
+    }
+    assert "4 workers, an LRU prefix cache of 2,000,000 tokens each" in box.inner_text()
+    # The user's and system's steps make no request: no KV figures.
+    assert page.locator('.step-row.source-user .reuse-chip').count() == 0
     browser_page.check_clean()
 
 

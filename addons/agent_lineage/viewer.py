@@ -9,6 +9,10 @@ One session opens straight into its view; several (a directory, or several files
 index of sessions whose rows are computed here, so the index needs no session's JSON parsed.
 Any ATIF trajectory works; what agent-lineage adds under `extra` (docs/atif-extra.md), when
 present, adds turns, lineage ids, evidence and side requests.
+
+Each LLM step also shows the prefix reuse `agent-lineage kv` reports for its request (docs/kv.md),
+computed here over all the sessions of the page in their order, at kv's default workers and cache:
+the same figures `agent-lineage kv` gives for the same files in the same order.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from . import kv
 
 ASSETS = "viewer_assets"
 
@@ -81,8 +87,9 @@ def trajectory_files(directory: Path) -> list[Path]:
 def render(sessions: list[Session], title: str) -> str:
     """The whole page: the index (when there are several sessions) and every session's data."""
     data = [f'<script type="application/json" id="index">{_embed([s.summary() for s in sessions])}</script>']
-    for number, session in enumerate(sessions):
+    for number, (session, reuse) in enumerate(zip(sessions, step_reuse(sessions))):
         data.append(f'<script type="application/json" id="session-{number}">{_embed(session.document)}</script>')
+        data.append(f'<script type="application/json" id="reuse-{number}">{_embed(reuse)}</script>')
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -96,6 +103,32 @@ def render(sessions: list[Session], title: str) -> str:
         + "\n".join(data)
         + f"\n<script>\n{_asset('viewer.js')}</script>\n</body>\n</html>\n"
     )
+
+
+def step_reuse(sessions: list[Session]) -> list[dict[str, Any]]:
+    """Per session: the KV figures of each LLM step, as steps[agent id][step id], each with the
+    tokens of its prompt shared with an earlier request by relation (kv.reuse) and the tokens a
+    worker's cache served when routed by lineage (kv.simulate)."""
+    requests: list[kv.Request] = []
+    owners: list[int] = []
+    for number, session in enumerate(sessions):
+        found = kv.from_trajectory(session.document, str(number))
+        requests += found
+        owners += [number] * len(found)
+    shared = kv.reuse(requests)
+    routed = kv.simulate(requests, "lineage", kv.DEFAULT_WORKERS, kv.DEFAULT_CACHE_TOKENS).per_request
+    pages: list[dict[str, Any]] = [{"workers": kv.DEFAULT_WORKERS, "cache_tokens": kv.DEFAULT_CACHE_TOKENS, "steps": {}} for _ in sessions]
+    for number, request, reuse, cached in zip(owners, requests, shared, routed):
+        step_id = request.label.rsplit(":", 1)[1]  # the label is source:agent:step_id
+        pages[number]["steps"].setdefault(request.agent, {})[step_id] = {
+            "prompt_tokens": request.tokens,
+            "same_agent": reuse.same_agent,
+            "parent": reuse.parent,
+            "sibling": reuse.sibling,
+            "other_session": reuse.other_session,
+            "cached_lineage": cached,
+        }
+    return pages
 
 
 def _embed(value: Any) -> str:

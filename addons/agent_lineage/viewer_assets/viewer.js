@@ -128,7 +128,8 @@
 
   // -- the model of one session ---------------------------------------------------------------
 
-  function buildModel(document_, number) {
+  // reuse: the KV figures viewer.py computed per agent id and step id (step_reuse).
+  function buildModel(document_, number, reuse) {
     const rootLineage = lineage(document_);
     const agentInfo = rootLineage.agents || {};
     const agents = [];
@@ -154,6 +155,7 @@
       agents.push(agent);
       byId.set(id, agent);
       if (parent) parent.children.push(agent);
+      const kvSteps = reuse.steps[trajectory.trajectory_id === undefined ? "" : String(trajectory.trajectory_id)] || {};
       for (const raw of trajectory.steps || []) {
         const metrics = raw.metrics || {};
         const metricsExtra = metrics.extra || {};
@@ -167,6 +169,7 @@
           ttft: typeof metricsExtra.ttft_ms === "number" ? metricsExtra.ttft_ms : null,
           turn: typeof lineage(raw).turn === "number" ? lineage(raw).turn : null,
           placeholder: lineage(raw).no_agent_calls === true,
+          kv: kvSteps[String(raw.step_id)] || null,
         };
         const error = lineage(raw).error || (lineage(raw).status >= 400 ? "HTTP " + lineage(raw).status : null);
         step.error = error || null;
@@ -238,7 +241,7 @@
     const times = steps.map((s) => s.t).concat(steps.map((s) => s.end), sides.map((s) => s.t).filter(isFinite));
     const start = least(times, 0);
     const end = Math.max(greatest(times, start), start + 1);
-    return { number, document: document_, rootLineage, agents, byId, steps, turns, sides, start, end, timed, toolCalls };
+    return { number, document: document_, rootLineage, agents, byId, steps, turns, sides, start, end, timed, toolCalls, reuse };
   }
 
   // ATIF 1.7 lists a result's subagent refs; a producer may give one object instead.
@@ -332,7 +335,8 @@
   function showSession(number) {
     if (!models.has(number)) {
       const text = document.getElementById("session-" + number).textContent;
-      models.set(number, buildModel(JSON.parse(text), number));
+      const reuse = JSON.parse(document.getElementById("reuse-" + number).textContent);
+      models.set(number, buildModel(JSON.parse(text), number, reuse));
     }
     const model = models.get(number);
     const summary = index[number];
@@ -901,9 +905,33 @@
       numbers.textContent =
         fmtInt(metrics.prompt_tokens) + " in · " + percent(metrics.cached_tokens, metrics.prompt_tokens) + " cached · " + fmtInt(metrics.completion_tokens) + " out · " + fmtDuration(step.latency);
     }
-    append(head, tools, text, numbers);
+    append(head, tools, text, numbers, step.kv ? reuseChip(step.kv) : null);
     item.appendChild(head);
     return item;
+  }
+
+  // The row's compact KV figure: the prompt's share a lineage-routed worker had cached.
+  function reuseChip(kv) {
+    const chip = el("span", "reuse-chip", "KV " + percent(kv.cached_lineage, kv.prompt_tokens));
+    chip.title =
+      "prefix cached when routed by lineage (agent-lineage kv); shared with this agent " + fmtInt(kv.same_agent) +
+      ", its parent " + fmtInt(kv.parent) + ", a sibling " + fmtInt(kv.sibling) + ", another session " + fmtInt(kv.other_session) +
+      " of " + fmtInt(kv.prompt_tokens) + " tokens";
+    return chip;
+  }
+
+  function reuseSection(kv, model) {
+    const shared = (tokens) => fmtInt(tokens) + " · " + percent(tokens, kv.prompt_tokens);
+    const table = keyValues([
+      ["prompt tokens", fmtInt(kv.prompt_tokens)],
+      ["shared with an earlier call of this agent", shared(kv.same_agent)],
+      ["… of its parent", shared(kv.parent)],
+      ["… of a sibling subagent", shared(kv.sibling)],
+      ["… of another session", shared(kv.other_session)],
+      ["cached when routed by lineage", shared(kv.cached_lineage)],
+    ]);
+    const note = el("p", "muted", model.reuse.workers + " workers, an LRU prefix cache of " + fmtInt(model.reuse.cache_tokens) + " tokens each, the sessions of this page in order (agent-lineage kv)");
+    return section("Prefix reuse (KV)", table, note);
   }
 
   function stepDetail(step, model, reveal) {
@@ -956,6 +984,7 @@
         )
       );
     }
+    if (step.kv) columns.appendChild(reuseSection(step.kv, model));
     const ours = lineage(raw);
     columns.appendChild(
       section(
