@@ -107,6 +107,20 @@ def test_where_the_cli_sends_ids_lineage_is_never_worse_than_the_native_rule(nam
     assert result.outcomes["lineage"].cached_tokens >= result.outcomes["native-headers"].cached_tokens
 
 
+def test_claude_codes_per_request_checksum_does_not_break_the_prefix():
+    # Forward to Anthropic, each request's billing line has its own `cch=`; the API still served
+    # the second and third requests mostly from cache, and so must the model.
+    flows = FIXTURES / "agents" / "claude_tool_loop_forward" / "flows.mitm"
+    pipeline = Pipeline(Settings(stamp=False), [])
+    calls = sorted(offline.replay(offline.read_flows(flows), pipeline), key=lambda c: c.t_start)
+    pipeline.close()
+    checksums = {kv.REQUEST_CHECKSUM.search(c.system).group(0) for c in calls}
+    assert len(calls) == 3 and len(checksums) == 3
+    assert [c.response.usage.cache_read_tokens > 0 for c in calls] == [False, True, True]
+    same_agent = [u.same_agent for u in kv.reuse(kv.from_calls(calls))]
+    assert same_agent[0] == 0 and all(tokens > 0 for tokens in same_agent[1:])
+
+
 def test_trajectories_give_one_request_per_llm_step(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     flows = FIXTURES / "idless" / "oa_b_agents_as_tools.mitm"
     assert main(["convert", str(flows), "-o", str(tmp_path)]) == 0
