@@ -107,18 +107,30 @@ def test_where_the_cli_sends_ids_lineage_is_never_worse_than_the_native_rule(nam
     assert result.outcomes["lineage"].cached_tokens >= result.outcomes["native-headers"].cached_tokens
 
 
-def test_claude_codes_per_request_checksum_does_not_break_the_prefix():
-    # Forward to Anthropic, each request's billing line has its own `cch=`; the API still served
-    # the second and third requests mostly from cache, and so must the model.
-    flows = FIXTURES / "agents" / "claude_tool_loop_forward" / "flows.mitm"
+@pytest.mark.parametrize("name", ["claude_tool_loop_forward", "claude-next_nested_forward"])
+def test_claude_codes_per_request_billing_fields_do_not_break_the_prefix(name: str):
+    # Forward to Anthropic, each request's billing line has its own checksum (and, in newer
+    # versions, more per-request fields); the API still served later requests mostly from cache,
+    # and so must the model: each agent's later calls share a prefix with its earlier ones.
     pipeline = Pipeline(Settings(stamp=False), [])
-    calls = sorted(offline.replay(offline.read_flows(flows), pipeline), key=lambda c: c.t_start)
+    calls = sorted(offline.replay(offline.read_flows(FIXTURES / "agents" / name / "flows.mitm"), pipeline), key=lambda c: c.t_start)
     pipeline.close()
-    checksums = {kv.REQUEST_CHECKSUM.search(c.system).group(0) for c in calls}
-    assert len(calls) == 3 and len(checksums) == 3
-    assert [c.response.usage.cache_read_tokens > 0 for c in calls] == [False, True, True]
-    same_agent = [u.same_agent for u in kv.reuse(kv.from_calls(calls))]
-    assert same_agent[0] == 0 and all(tokens > 0 for tokens in same_agent[1:])
+    assert len({kv.BILLING_LINE.search(c.system)[0] for c in calls}) == len(calls)  # no two alike
+    requests = kv.from_calls(calls)
+    seen: set[str] = set()
+    for call, request, reuse in zip(calls, requests, kv.reuse(requests)):
+        later = request.agent in seen
+        assert (call.response.usage.cache_read_tokens > 0) == later
+        assert (reuse.same_agent > 0) == later, call.exchange_id
+        seen.add(request.agent)
+
+
+def test_the_billing_line_keeps_what_claude_code_sends_to_every_host():
+    # To other hosts the line is constant per agent, and differs between siblings (its suffix).
+    line = "x-anthropic-billing-header: cc_version=2.1.332.efc; cc_entrypoint=sdk-cli; cch=d015c; cc_is_subagent=true; cc_prev_req=req_1;\nYou are"
+    assert kv.BILLING_LINE.sub(kv.billing_fields_sent_to_any_host, line) == (
+        "x-anthropic-billing-header: cc_version=2.1.332.efc; cc_entrypoint=sdk-cli; cc_is_subagent=true;\nYou are"
+    )
 
 
 def test_trajectories_give_one_request_per_llm_step(tmp_path: Path, capsys: pytest.CaptureFixture[str]):

@@ -32,10 +32,11 @@ BYTES_PER_TOKEN = 4
 STRATEGIES = ("random", "round-robin", "lineage", "native-headers")
 DEFAULT_WORKERS = 4
 DEFAULT_CACHE_TOKENS = 2_000_000
-# Claude Code's billing line carries a per-request checksum when it talks to Anthropic's API
-# (`cch=5f478;`). It is no prompt content: the API's own cache reads cover it (recorded in
-# tests/fixtures/agents/*_forward), and Claude Code sends none to other hosts.
-REQUEST_CHECKSUM = re.compile(r"^(x-anthropic-billing-header:[^\n]*?) cch=[0-9a-f]+;", re.M)
+# Claude Code's billing line, first in its system prompt. Towards Anthropic's API it carries
+# per-request fields (a checksum `cch=`, `cc_prev_req=`, ...) that the API's own cache reads cover
+# (tests/fixtures/agents/*_forward); to other hosts it sends only these, constant per agent.
+BILLING_LINE = re.compile(r"^x-anthropic-billing-header:([^\n]*)", re.M)
+BILLING_FIELDS_SENT_TO_ANY_HOST = ("cc_version", "cc_entrypoint", "cc_is_subagent")
 
 
 @dataclass(slots=True)
@@ -227,8 +228,7 @@ def from_calls(calls: Iterable[Any]) -> list[Request]:
         previous = stored.get(str(call.fields.get("previous_response_id") or ""))
         parts, sizes = (list(previous[0]), list(previous[1])) if previous else ([], [])
         if not previous or call.system:
-            system = REQUEST_CHECKSUM.sub(r"\1", call.system)
-            parts.append(("system\0" + system).encode("utf-8", "surrogatepass"))
+            parts.append(("system\0" + BILLING_LINE.sub(billing_fields_sent_to_any_host, call.system)).encode("utf-8", "surrogatepass"))
             sizes.append(len(call.system.encode("utf-8", "surrogatepass")))
         parts += [m.fingerprint() for m in call.messages]
         sizes += [_message_bytes(m) for m in call.messages]
@@ -238,6 +238,12 @@ def from_calls(calls: Iterable[Any]) -> list[Request]:
         if call.response.id and output is not None:
             stored[call.response.id] = (parts + [output.fingerprint()], sizes + [_message_bytes(output)])
     return found
+
+
+def billing_fields_sent_to_any_host(line: re.Match[str]) -> str:
+    fields = [f.strip() for f in line[1].split(";")]
+    kept = [f for f in fields if f.partition("=")[0] in BILLING_FIELDS_SENT_TO_ANY_HOST]
+    return "x-anthropic-billing-header: " + "; ".join(kept) + ";"
 
 
 def _message_bytes(message: Any) -> int:
