@@ -10,19 +10,26 @@ import orjson
 from .codecs import CODECS, Codec, MalformedBody, codec_for
 from .codecs.base import parsing
 from .model import Call, Exchange, Response
-from .sse import SSEParser, decode_body, incremental_decoder
+from .settings import DEFAULTS
+from .sse import BodyTooLarge, SSEParser, decode_body, incremental_decoder
 
 CODEC_BY_API = {codec.api: codec for codec in CODECS}
 
 
-def start_call(exchange: Exchange) -> Call | None:
-    """The Call for an LLM request, None for other traffic; MalformedBody if it cannot be read."""
+class NotObserved(MalformedBody):
+    """An LLM request whose body decodes to more than we observe: `call` records that it passed."""
+
+    def __init__(self, call: Call, reason: str) -> None:
+        super().__init__(reason)
+        self.call = call
+
+
+def start_call(exchange: Exchange, max_decoded: int = DEFAULTS.max_decoded_bytes) -> Call | None:
+    """The Call for an LLM request, None for other traffic; MalformedBody if it cannot be read
+    (NotObserved if its body decodes to more than `max_decoded` bytes)."""
     codec = codec_for(exchange.method, exchange.path)
     if codec is None:
         return None
-    body = _json_body(exchange.request_body, exchange.request_headers.get("content-encoding"))
-    if not isinstance(body, dict):
-        raise MalformedBody("request body is not a JSON object")
     call = Call(
         exchange_id=exchange.id,
         api=codec.api,
@@ -31,18 +38,27 @@ def start_call(exchange: Exchange) -> Call | None:
         headers=exchange.request_headers,
         t_start=exchange.t_request,
     )
+    try:
+        body = _json_body(exchange.request_body, exchange.request_headers.get("content-encoding"), max_decoded)
+    except BodyTooLarge as e:
+        call.error = f"request body not observed: it {e}"
+        raise NotObserved(call, call.error) from None
+    if not isinstance(body, dict):
+        raise MalformedBody("request body is not a JSON object")
     with parsing(body):
         codec.parse_request(body, call)
     return call
 
 
-def _json_body(raw: bytes | None, content_encoding: str | None) -> Any:
+def _json_body(raw: bytes | None, content_encoding: str | None, max_decoded: int) -> Any:
     if raw is None:
         raise MalformedBody("its body was streamed upstream unread (raise mitmproxy's stream_large_bodies)")
     if not raw:
         raise MalformedBody("empty request body")
     try:
-        data = decode_body(raw, content_encoding)
+        data = decode_body(raw, content_encoding, max_decoded)
+    except BodyTooLarge:
+        raise
     except Exception as e:  # a corrupt compressed body
         raise MalformedBody(f"cannot decode request body ({content_encoding}): {e}") from None
     try:
@@ -76,8 +92,10 @@ class ResponseReader:
     is reported through `problem` and the traffic is left alone.
     """
 
-    def __init__(self, call: Call, status: int | None, headers: dict[str, str]) -> None:
+    def __init__(self, call: Call, status: int | None, headers: dict[str, str], max_decoded: int = DEFAULTS.max_decoded_bytes) -> None:
         self.call = call
+        self.max_decoded = max_decoded
+        self._observed = 0  # decoded bytes so far
         self.codec: Codec = CODEC_BY_API[call.api]
         self.status = status
         self.problem: str | None = None
@@ -87,7 +105,7 @@ class ResponseReader:
         self._sse = SSEParser()
         self._stream = self.codec.stream_accumulator()
         try:
-            self._decode = incremental_decoder(headers.get("content-encoding"))
+            self._decode = incremental_decoder(headers.get("content-encoding"), max_decoded)
         except ValueError as e:
             self._decode = None
             self.problem = str(e)
@@ -97,6 +115,9 @@ class ResponseReader:
             return
         try:
             data = self._decode(chunk) if self._decode else chunk
+            self._observed += len(data)
+            if self._observed > self.max_decoded:
+                raise BodyTooLarge(self.max_decoded)
             if self._mode is None:
                 head = data.lstrip()
                 if not head:
@@ -107,6 +128,12 @@ class ResponseReader:
             else:
                 for event in self._sse.feed(data):
                     self._stream.event(event)
+        except BodyTooLarge as e:  # what we hold is let go: the rest passes unobserved
+            self.problem = f"response body not observed: it {e}"
+            self._json_parts = []
+            self._sse = SSEParser()
+            self._stream = self.codec.stream_accumulator()
+            self._mode = "unobserved"
         except Exception as e:  # a corrupt body must not reach the proxy
             self.problem = f"cannot read response body: {e!r}"
 
@@ -151,9 +178,17 @@ class ResponseReader:
         return response.error
 
 
-def read_response(call: Call, status: int | None, headers: dict[str, str], body: bytes | None, t_end: float | None, error: str | None = None) -> Call:
+def read_response(
+    call: Call,
+    status: int | None,
+    headers: dict[str, str],
+    body: bytes | None,
+    t_end: float | None,
+    error: str | None = None,
+    max_decoded: int = DEFAULTS.max_decoded_bytes,
+) -> Call:
     """A whole response at once (buffered live responses and saved flows)."""
-    reader = ResponseReader(call, status, headers)
+    reader = ResponseReader(call, status, headers, max_decoded)
     if body:
         reader.feed(body)
     return reader.finish(t_end, error)

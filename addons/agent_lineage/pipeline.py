@@ -14,7 +14,7 @@ from typing import Protocol
 
 import orjson
 
-from .calls import ResponseReader, start_call
+from .calls import NotObserved, ResponseReader, start_call
 from .codecs import MalformedBody, codec_for
 from .harness import load_table
 from .lineage import PARENT_HEADER, PRIORITY_HEADER, lineage_headers
@@ -53,7 +53,11 @@ class Pipeline:
     def request(self, exchange: Exchange) -> Outcome | None:
         """Scope an LLM request; None for other traffic and for requests we cannot read (logged)."""
         try:
-            call = start_call(exchange)
+            call = start_call(exchange, self.settings.max_decoded_bytes)
+        except NotObserved as e:  # recorded (calls log) as a call we did not observe
+            log.warning("agent-lineage: %s %s forwarded unchanged: %s", exchange.method, exchange.path, e)
+            self._emit(e.call)
+            return None
         except MalformedBody as e:
             log.warning("agent-lineage: %s %s forwarded unchanged: %s", exchange.method, exchange.path, e)
             return None
@@ -99,7 +103,7 @@ class Pipeline:
 
     def response_reader(self, call: Call, status: int | None, headers: dict[str, str], t_first_byte: float | None) -> ResponseReader:
         call.t_first_byte = t_first_byte
-        return ResponseReader(call, status, headers)
+        return ResponseReader(call, status, headers, self.settings.max_decoded_bytes)
 
     def learn_answered(self, reader: ResponseReader) -> bool:
         """A streamed answer is complete at the client, which may act on it at once (start the

@@ -14,6 +14,7 @@ class Settings:
     harness_file: str | None = None  # YAML merged over the built-in harness table
     # x-dynamo-request-priority by scope ("main", "subagent", "side"); empty: send none.
     priority: dict[str, int] = field(default_factory=dict)
+    max_decoded_bytes: int = 64 * 2**20  # bodies that decode to more are forwarded unobserved
 
 
 DEFAULTS = Settings()
