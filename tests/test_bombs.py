@@ -110,3 +110,60 @@ def test_a_response_bomb_is_recorded_as_not_observed(encoding, content_type):
     assert time.perf_counter() - started < 5
     assert call.error == f"response body not observed: it decodes to more than {LIMIT} bytes (lineage_max_decoded)"
     assert call.response.output is None
+
+
+# --- through the addon (taddons): the option, and the bytes forwarded as they came ----------
+
+
+@pytest.fixture
+def addon(tmp_path: Path):
+    from mitmproxy.test import taddons
+
+    import lineage  # addons/lineage.py
+
+    addon = lineage.Lineage()
+    with taddons.context(addon) as tctx:
+        tctx.configure(addon, lineage_dir=str(tmp_path / "traces"), lineage_calls_log=str(tmp_path / "calls.jsonl"), lineage_max_decoded="1m")
+        addon.tctx = tctx
+        yield addon
+        addon.done()
+
+
+def test_the_option_takes_sizes_and_refuses_nonsense(addon):
+    from mitmproxy import exceptions
+
+    assert addon.pipeline.settings.max_decoded_bytes == LIMIT
+    for bad in ("0", "lots", "-1m"):
+        with pytest.raises(exceptions.OptionsError):
+            addon.tctx.configure(addon, lineage_max_decoded=bad)
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_bombs_pass_the_addon_byte_for_byte_and_are_recorded_as_not_observed(addon, tmp_path, encoding):
+    from mitmproxy.http import Headers
+    from mitmproxy.test import tflow, tutils
+
+    request, reply, stream = H.SEEDS[P.CHAT_PATH]
+    request_bomb = bomb(encoding, orjson.dumps(request))
+    fields = Headers([(b"content-type", b"application/json"), (b"content-encoding", encoding.encode())])
+    flow = tflow.tflow(req=tutils.treq(method=b"POST", path=P.CHAT_PATH.encode(), headers=fields, content=b""))
+    flow.request.raw_content = request_bomb
+    before = flow.request.copy()
+    addon.request(flow)
+    assert flow.request.raw_content == request_bomb and flow.request.headers.fields == before.headers.fields
+
+    plain = dict(request)  # a readable request whose streamed answer is a bomb
+    flow = tflow.tflow(req=tutils.treq(method=b"POST", path=P.CHAT_PATH.encode(), headers=Headers([(b"content-type", b"application/json")]), content=orjson.dumps(plain)))
+    addon.request(flow)
+    flow.response = tutils.tresp(headers=Headers([(b"content-type", b"text/event-stream"), (b"content-encoding", encoding.encode())]), content=b"")
+    addon.responseheaders(flow)
+    body = bomb(encoding, stream)
+    chunks = [body[i : i + 4096] for i in range(0, len(body), 4096)]
+    assert [flow.response.stream(c) for c in [*chunks, b""]] == [*chunks, b""]
+    addon.response(flow)
+    addon.done()
+    errors = [orjson.loads(line)["error"] for line in (tmp_path / "calls.jsonl").read_bytes().splitlines()]
+    assert errors == [
+        f"request body not observed: it decodes to more than {LIMIT} bytes (lineage_max_decoded)",
+        f"response body not observed: it decodes to more than {LIMIT} bytes (lineage_max_decoded)",
+    ]

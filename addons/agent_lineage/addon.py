@@ -20,6 +20,7 @@ import sys
 from typing import Any
 
 from mitmproxy import ctx, exceptions, http
+from mitmproxy.utils import human
 
 from . import contentview
 from .console import LINEAGE_KEY, MODES, SUBAGENT_MARKER, Console, Placement, flow_comment, flow_marker, lineage_record
@@ -65,6 +66,13 @@ class Lineage:
             str,
             "",
             "Stamp x-dynamo-request-priority by scope, e.g. 'main=2,subagent=2,side=0' (scopes: main, subagent, side). Empty: none.",
+        )
+        loader.add_option(
+            "lineage_max_decoded",
+            str,
+            "64m",
+            "Largest decoded size of a request or response body the addon observes (k/m/g suffixes); a body that "
+            "decodes to more (a decompression bomb) is forwarded unchanged and its call recorded as not observed.",
         )
         loader.add_option("lineage_redact_flows", bool, True, "Blank secret header values (Authorization, x-api-key, cookies) and key-like query values in every flow once forwarded, so saved flows (-w) hold no keys.")
         loader.add_option(
@@ -126,6 +134,7 @@ class Lineage:
             session_ttl_seconds=_seconds("lineage_session_ttl"),
             harness_file=options.lineage_harness_file or None,
             priority=_priority_levels(),
+            max_decoded_bytes=_size("lineage_max_decoded"),
         )
 
     def _replace_writer(self, write_interval: float) -> None:
@@ -242,6 +251,16 @@ def _priority_levels() -> dict[str, int]:
         return parse_priority(ctx.options.lineage_priority)
     except ValueError as e:
         raise exceptions.OptionsError(f"lineage_priority: {e}") from None
+def _size(option: str) -> int:
+    """A size option's value in bytes ("64m", "512k", "1g", a plain number); OptionsError unless > 0."""
+    raw = getattr(ctx.options, option)
+    try:
+        value = human.parse_size(raw)
+    except ValueError:
+        value = None
+    if not value or value <= 0:
+        raise exceptions.OptionsError(f"{option} must be a size such as 64m, not {raw!r}")
+    return value
 
 
 def _seconds(option: str, minimum: float | None = None) -> float:
