@@ -17,6 +17,7 @@ import orjson
 from .calls import NotObserved, ResponseReader, start_call
 from .codecs import MalformedBody, codec_for
 from .harness import load_table
+from .hints import client_hints
 from .lineage import PARENT_HEADER, PRIORITY_HEADER, lineage_headers
 from .model import Call, Exchange, Scope
 from .scopes import Orphans, ScopeTracker
@@ -71,11 +72,14 @@ class Pipeline:
         self._release_evicted()
         if scope.pending:
             self.orphans.hold(call)
+        if not self.settings.stamp:
+            return Outcome(call, {})
+        if scope.pending:
             # Its session is not known yet: no id to stamp, but no stale parent either.
-            headers: dict[str, str | None] = {PARENT_HEADER: None} if self.settings.stamp else {}
+            headers: dict[str, str | None] = {PARENT_HEADER: None}
         else:
-            headers = lineage_headers(scope.agent_id, scope.parent_id) if self.settings.stamp else {}
-        return Outcome(call, headers | self._priority(call, scope))
+            headers = lineage_headers(scope.agent_id, scope.parent_id)
+        return Outcome(call, client_hints(exchange.request_headers) | headers | self._priority(call, scope))
 
     def _priority(self, call: Call, scope: Scope) -> dict[str, str | None]:
         """The request-priority hint of the call's scope, when configured and the client sent none."""
