@@ -60,6 +60,7 @@ class Mitmdump:
         prefix: list[str] | None = None,
         port: int | None = None,
         ready_timeout: float = 30.0,
+        verbosity: tuple[str, int] = ("info", 0),  # termlog_verbosity, flow_detail
     ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
@@ -75,8 +76,8 @@ class Mitmdump:
             "--listen-host", "127.0.0.1",
             "--listen-port", str(self.port),
             "--set", f"confdir={self.confdir}",
-            "--set", "termlog_verbosity=info",
-            "--set", "flow_detail=0",
+            "--set", f"termlog_verbosity={verbosity[0]}",
+            "--set", f"flow_detail={verbosity[1]}",
             *args,
         ]  # fmt: skip
         self.log = open(self.log_path, "wb")

@@ -74,6 +74,13 @@ class Lineage:
             "Largest decoded size of a request or response body the addon observes (k/m/g suffixes); a body that "
             "decodes to more (a decompression bomb) is forwarded unchanged and its call recorded as not observed.",
         )
+        loader.add_option(
+            "lineage_mask_keys",
+            bool,
+            DEFAULTS.mask_keys,
+            "Mask well-known API key patterns (sk-..., AKIA..., ghp_..., AIza..., xox...) found in the content (a key pasted "
+            "into a prompt) in trajectories and the calls log. Keys sent as credentials are never recorded either way.",
+        )
         loader.add_option("lineage_redact_flows", bool, True, "Blank secret header values (Authorization, x-api-key, cookies) and key-like query values in every flow once forwarded, so saved flows (-w) hold no keys.")
         loader.add_option(
             "lineage_console",
@@ -115,6 +122,10 @@ class Lineage:
             self.writer.write_interval = write_interval
         if "lineage_calls_log" in updated:
             self._replace_calls_log()
+        if self.writer is not None:
+            self.writer.files.mask_keys = settings.mask_keys  # read by the writer's thread at its next write
+        if self.calls_log is not None:
+            self.calls_log.mask_keys = settings.mask_keys
         self.pipeline.sinks = [sink for sink in (self.writer, self.calls_log, self.console) if sink is not None]
 
     def running(self) -> None:
@@ -135,6 +146,7 @@ class Lineage:
             harness_file=options.lineage_harness_file or None,
             priority=_priority_levels(),
             max_decoded_bytes=_size("lineage_max_decoded"),
+            mask_keys=options.lineage_mask_keys,
         )
 
     def _replace_writer(self, write_interval: float) -> None:

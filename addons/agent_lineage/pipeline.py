@@ -14,6 +14,7 @@ from typing import Protocol
 
 import orjson
 
+from . import keys
 from .calls import NotObserved, ResponseReader, start_call
 from .codecs import MalformedBody, codec_for
 from .harness import load_table
@@ -159,11 +160,13 @@ class Pipeline:
 class CallLog:
     """Every finished call as one JSON line (the `lineage_calls_log` option): Calls for debugging and tests."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, mask_keys: bool = False) -> None:
         self.file = open(path, "ab")
+        self.mask_keys = mask_keys  # well-known API key patterns in the content masked (keys.py)
 
     def add(self, call: Call) -> None:
-        self.file.write(orjson.dumps(call, option=orjson.OPT_APPEND_NEWLINE))
+        line = orjson.dumps(call, option=orjson.OPT_APPEND_NEWLINE)
+        self.file.write(keys.mask_keys(line) if self.mask_keys else line)
         self.file.flush()
 
     def session_evicted(self, session_id: str) -> None:

@@ -15,6 +15,7 @@ class Settings:
     # x-dynamo-request-priority by scope ("main", "subagent", "side"); empty: send none.
     priority: dict[str, int] = field(default_factory=dict)
     max_decoded_bytes: int = 64 * 2**20  # bodies that decode to more are forwarded unobserved
+    mask_keys: bool = False  # mask well-known API key patterns in trajectories and the calls log
 
 
 DEFAULTS = Settings()

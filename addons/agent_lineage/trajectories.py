@@ -29,6 +29,7 @@ from pathlib import Path
 
 import orjson
 
+from . import keys
 from .atif import TrajectoryBuilder
 from .ids import digest
 from .model import Call
@@ -59,11 +60,12 @@ class TrajectoryFiles:
     restarted proxy), or overwrite it (a conversion run again over the same recording).
     """
 
-    def __init__(self, directory: str | Path, replace_existing: bool = False) -> None:
+    def __init__(self, directory: str | Path, replace_existing: bool = False, mask_keys: bool = False) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._root = self.directory.resolve()
         self.replace_existing = replace_existing
+        self.mask_keys = mask_keys  # well-known API key patterns in the content masked (keys.py)
         self.builder = TrajectoryBuilder()
         self.dirty: dict[str, None] = {}  # sessions whose file is stale, in the order they changed
         self.written: dict[Path, None] = {}  # every file written, in first-write order
@@ -89,7 +91,8 @@ class TrajectoryFiles:
         if session_id not in self.dirty:
             return
         path, part = self._files[session_id]
-        write_atomically(path, self.builder.render(session_id))
+        data = self.builder.render(session_id)
+        write_atomically(path, keys.mask_keys(data) if self.mask_keys else data)
         del self.dirty[session_id]
         if path not in self.written:
             self.written[path] = None
@@ -146,20 +149,28 @@ class TrajectoryFiles:
 def write_atomically(path: Path, data: bytes) -> None:
     """Replace `path` with `data` so that readers (and a crash) see the old file or the new one."""
     temp = path.with_name(f".{path.name}.tmp")
-    with open(temp, "wb") as f:
-        f.write(data)
-    os.replace(temp, path)
+    try:
+        with open(temp, "wb") as f:
+            f.write(data)
+        os.replace(temp, path)
+    except BaseException:  # a full disk: leave no half-written temp file behind
+        temp.unlink(missing_ok=True)
+        raise
+
+
+RETRY_SECONDS = 1.0  # how often a session whose file could not be written is tried again
 
 
 class TrajectoryWriter:
     """The live CallSink: a queue in front of one writer thread that owns a TrajectoryFiles."""
 
-    def __init__(self, directory: str | Path, write_interval: float) -> None:
-        self.files = TrajectoryFiles(directory)
+    def __init__(self, directory: str | Path, write_interval: float, mask_keys: bool = False) -> None:
+        self.files = TrajectoryFiles(directory, mask_keys=mask_keys)
         self.write_interval = write_interval
         # A Call to fold in, a session id to evict, or None to stop.
         self._queue: queue.SimpleQueue[Call | str | None] = queue.SimpleQueue()
         self._closed = False
+        self._failing = False  # the last write failed (logged once until one works again)
         self._thread = threading.Thread(target=self._run, name="agent-lineage-trajectories", daemon=True)
         self._thread.start()
 
@@ -196,8 +207,10 @@ class TrajectoryWriter:
                     if isinstance(item, str):
                         due.pop(item, None)
                         last_write.pop(item, None)
-                        self._write(item)
-                        self.files.release(item)
+                        if self._write(item):
+                            self.files.release(item)
+                        else:  # kept until it can be written
+                            due[item] = time.monotonic() + RETRY_SECONDS
                     else:
                         self.files.add(item)
                         changed = item.scope.session_id if item.scope is not None else None
@@ -209,13 +222,30 @@ class TrajectoryWriter:
             for session_id in [s for s, t in due.items() if t <= now]:
                 del due[session_id]
                 last_write[session_id] = now
-                self._write(session_id)
+                if not self._write(session_id):
+                    due[session_id] = now + RETRY_SECONDS
 
-    def _write(self, session_id: str) -> None:
+    def _write(self, session_id: str) -> bool:
+        """Rewrite one session's file; False if it failed (a full disk, a read-only directory): the
+        first failure is logged, the session stays pending and is retried, and the first write
+        that works again says so."""
         try:
             self.files.write(session_id)
-        except OSError as e:  # e.g. a full disk: the session stays pending and is retried with its next call
-            log.error("agent-lineage: cannot write the trajectory of session %s: %s", session_id, e)
+        except OSError as e:
+            if not self._failing:
+                log.error(
+                    "agent-lineage: cannot write trajectories in %s: %s (traffic is forwarded as ever; writing is retried "
+                    "every %gs and further failures are not logged)",
+                    self.files.directory,
+                    e,
+                    RETRY_SECONDS,
+                )
+            self._failing = True
+            return False
+        if self._failing:
+            self._failing = False
+            log.warning("agent-lineage: writing trajectories in %s again", self.files.directory)
+        return True
 
 
 def write_trajectories(calls: Iterable[Call], directory: str | Path) -> list[Path]:
