@@ -211,7 +211,6 @@ def test_a_read_only_directory_is_one_error_and_retried_until_it_works(tmp_path,
     from unittest import mock
 
     from agent_lineage.trajectories import TrajectoryFiles, TrajectoryWriter
-
     from test_trajectories import agent_call
 
     refusals = iter([PermissionError(13, "Read-only file system")] * 3)
