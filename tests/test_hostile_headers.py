@@ -66,8 +66,12 @@ def dynamo_fields(flow) -> list[tuple[bytes, bytes]]:
     return [(k.lower(), v) for k, v in flow.request.headers.fields if k.lower().startswith(b"x-dynamo-")]
 
 
-def test_invalid_hints_are_not_forwarded_valid_ones_are(addon):
-    flow = send(addon, [(b"x-dynamo-request-priority", b"urgent"), (b"X-Dynamo-Request-Strict-Priority", b"3"), (b"x-dynamo-meta-policy-class", b"batch")])
+@pytest.mark.parametrize("lineage", [[], [(b"x-dynamo-session-id", b"client-session")]], ids=["body-decides", "headers-decide"])
+def test_invalid_hints_are_not_forwarded_valid_ones_are(addon, caplog, lineage):
+    hints = [(b"x-dynamo-request-priority", b"urgent"), (b"X-Dynamo-Request-Strict-Priority", b"3"), (b"x-dynamo-meta-policy-class", b"batch")]
+    with caplog.at_level("WARNING", logger="agent_lineage"):
+        flow = send(addon, [*lineage, *hints])
+    assert not caplog.records
     fields = dict(dynamo_fields(flow))
     assert b"x-dynamo-request-priority" not in fields
     assert fields[b"x-dynamo-request-strict-priority"] == b"3" and fields[b"x-dynamo-meta-policy-class"] == b"batch"

@@ -99,7 +99,7 @@ class Pipeline:
         if not self.settings.stamp:
             return {}
         lineage = self.tracker.lineage_before_body(exchange.request_headers, exchange.t_request)
-        return lineage_headers(*lineage) if lineage is not None else None
+        return client_hints(exchange.request_headers) | lineage_headers(*lineage) if lineage is not None else None
 
     def upgrade(self, exchange: Exchange) -> dict[str, str | None]:
         """Lineage headers for a WebSocket upgrade, from its headers alone (no body yet)."""
