@@ -263,6 +263,8 @@ def _priority_levels() -> dict[str, int]:
         return parse_priority(ctx.options.lineage_priority)
     except ValueError as e:
         raise exceptions.OptionsError(f"lineage_priority: {e}") from None
+
+
 def _size(option: str) -> int:
     """A size option's value in bytes ("64m", "512k", "1g", a plain number); OptionsError unless > 0."""
     raw = getattr(ctx.options, option)
