@@ -1048,6 +1048,7 @@ class RecordedRequest:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # fifty clients connecting at once must not be reset
 
     def __init__(self, upstream: DemoUpstream, port: int) -> None:
         self.upstream = upstream
