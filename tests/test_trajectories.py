@@ -145,6 +145,29 @@ def test_a_write_interval_debounces_and_close_writes_the_rest(tmp_path: Path, wr
     assert steps_in(tmp_path / BASE) == 40
 
 
+def test_a_big_file_is_rewritten_less_often_than_the_interval(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    budget = 50_000  # bytes per second: a 10 KB file waits 0.2 s for its next rewrite
+    rewrites: list[tuple[float, int]] = []  # (monotonic time, bytes)
+    real = trajectories.write_atomically
+
+    def spy(path: Path, data: bytes) -> None:
+        real(path, data)
+        rewrites.append((time.monotonic(), len(data)))
+
+    monkeypatch.setattr(trajectories, "write_atomically", spy)
+    writer = TrajectoryWriter(tmp_path, 0.01, rewrite_bytes_per_second=budget)
+    for call in session_calls(80):
+        writer.add(call)
+        time.sleep(0.01)
+    writer.close()
+    assert steps_in(tmp_path / BASE) == 80
+    assert rewrites[-1][1] > 20_000
+    assert len(rewrites) <= 25, rewrites  # the 10 ms interval alone would rewrite it about 80 times
+    # Each rewrite waits for its predecessor's bytes / budget (close writes the rest at once).
+    for (earlier, size), (later, _) in itertools.pairwise(rewrites[:-1]):
+        assert later - earlier >= max(0.01, size / budget) * 0.99
+
+
 def test_sessions_are_debounced_separately(tmp_path: Path, writes: list[tuple[float, str]]) -> None:
     writer = TrajectoryWriter(tmp_path, 30)
     writer.add(session_calls(1)[0])

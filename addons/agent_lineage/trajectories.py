@@ -3,7 +3,8 @@
 `TrajectoryFiles` builds the documents and writes them; it is the synchronous core, used as is
 by `agent-lineage convert` and `write_trajectories`. `TrajectoryWriter` is the live sink: the
 proxy's event loop only enqueues a call, and one background thread builds and rewrites each
-changed session's file at most once per `write_interval` seconds. Every write goes to a temp file
+changed session's file at most once per `write_interval` seconds, and a big one less often: at
+most REWRITE_BYTES_PER_SECOND per session. Every write goes to a temp file
 in the same directory, then `os.replace`: a crash or kill -9 at any moment leaves the previous
 complete file or the new one, never a torn one. (No fsync: what a killed process wrote is safe in
 the OS; surviving power loss would cost a disk flush per write.)
@@ -70,6 +71,7 @@ class TrajectoryFiles:
         self.dirty: dict[str, None] = {}  # sessions whose file is stale, in the order they changed
         self.written: dict[Path, None] = {}  # every file written, in first-write order
         self._files: dict[str, tuple[Path, int]] = {}  # session in memory -> its file and part number
+        self.sizes: dict[str, int] = {}  # session in memory -> bytes of its file's last write
         self._refused: set[str] = set()
 
     def add(self, call: Call) -> None:
@@ -93,6 +95,7 @@ class TrajectoryFiles:
         path, part = self._files[session_id]
         data = self.builder.render(session_id)
         write_atomically(path, keys.mask_keys(data) if self.mask_keys else data)
+        self.sizes[session_id] = len(data)
         del self.dirty[session_id]
         if path not in self.written:
             self.written[path] = None
@@ -107,6 +110,7 @@ class TrajectoryFiles:
     def release(self, session_id: str) -> None:
         self.builder.drop(session_id)
         self._files.pop(session_id, None)
+        self.sizes.pop(session_id, None)
         self.dirty.pop(session_id, None)
 
     def close(self) -> None:
@@ -161,12 +165,18 @@ def write_atomically(path: Path, data: bytes) -> None:
 RETRY_SECONDS = 1.0  # how often a session whose file could not be written is tried again
 
 
+# A long session's file is rewritten less often than every write interval, so that rewriting it
+# costs at most this many bytes per second (a 25 MB file every 6 s, not every second).
+REWRITE_BYTES_PER_SECOND = 4 * 2**20
+
+
 class TrajectoryWriter:
     """The live CallSink: a queue in front of one writer thread that owns a TrajectoryFiles."""
 
-    def __init__(self, directory: str | Path, write_interval: float, mask_keys: bool = False) -> None:
+    def __init__(self, directory: str | Path, write_interval: float, mask_keys: bool = False, rewrite_bytes_per_second: float = REWRITE_BYTES_PER_SECOND) -> None:
         self.files = TrajectoryFiles(directory, mask_keys=mask_keys)
         self.write_interval = write_interval
+        self.rewrite_bytes_per_second = rewrite_bytes_per_second
         # A Call to fold in, a session id to evict, or None to stop.
         self._queue: queue.SimpleQueue[Call | str | None] = queue.SimpleQueue()
         self._closed = False
@@ -215,7 +225,7 @@ class TrajectoryWriter:
                         self.files.add(item)
                         changed = item.scope.session_id if item.scope is not None else None
                         if changed in self.files.dirty and changed not in due:
-                            due[changed] = last_write.get(changed, -math.inf) + self.write_interval
+                            due[changed] = last_write.get(changed, -math.inf) + self._interval(changed)
                 except Exception:  # the thread must outlive a call it cannot fold in
                     log.exception("agent-lineage: cannot record a call in its trajectory")
             now = time.monotonic()
@@ -224,6 +234,13 @@ class TrajectoryWriter:
                 last_write[session_id] = now
                 if not self._write(session_id):
                     due[session_id] = now + RETRY_SECONDS
+
+    def _interval(self, session_id: str) -> float:
+        """Seconds from a session's last rewrite to its next: the write interval, stretched for a
+        big file (the bytes rewritten per second stay bounded); 0 stays 0 (every call)."""
+        if self.write_interval == 0:
+            return 0.0
+        return max(self.write_interval, self.files.sizes.get(session_id, 0) / self.rewrite_bytes_per_second)
 
     def _write(self, session_id: str) -> bool:
         """Rewrite one session's file; False if it failed (a full disk, a read-only directory): the
