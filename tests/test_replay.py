@@ -89,6 +89,10 @@ def test_claude_subagent_durations_and_the_order_of_tool_declarations_are_left_o
         return {"messages": [{"role": "user", "content": [{"type": "tool_result", "content": result}]}], "tools": tools}
 
     assert key(body(435, ["spawn_agent", "close_agent"])).digest == key(body(418, ["close_agent", "spawn_agent"])).digest
+    notification = "<task-notification><usage><tool_uses>1</tool_uses><duration_ms>{}</duration_ms></usage></task-notification>"
+    assert key({"messages": [{"role": "user", "content": notification.format(795)}]}).digest == key(
+        {"messages": [{"role": "user", "content": notification.format(402)}]}
+    ).digest
     assert key(body(435, ["spawn_agent"])).digest != key(body(435, ["close_agent"])).digest
 
 

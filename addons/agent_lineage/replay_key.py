@@ -14,7 +14,7 @@ What the key leaves out (docs/replay.md lists the rules with examples):
   replay puts the live ids back into recorded answers;
 - dates and times inside system prompts, `<system-reminder>`, `<env>` and
   `<environment_context>` blocks; the wall time and chunk id of Codex's command output, the
-  `duration_ms` of Claude Code's subagent result; the order of tool declarations;
+  `duration_ms` of Claude Code's subagent result and task notification; the order of tool declarations;
 - text matching the caller's own `ignore` patterns (a temporary directory, a host name).
 
 JSON object keys are compared sorted (ids in keys are placeholders too); a JSON string holding a JSON object (Codex's tool outputs)
@@ -50,7 +50,7 @@ DATE_TIME = re.compile(
     r"|\b\d{1,2}:\d{2}(?::\d{2})?(?:\s?[AaPp][Mm])?\b"
 )
 # Timings and handles in tool outputs: Codex's command output, Claude Code's subagent result.
-VOLATILE_OUTPUT = re.compile(r"(?m)^(Wall time: )[\d.]+(?= seconds$)|^(Chunk ID: )\w+$|^(duration_ms: )\d+")
+VOLATILE_OUTPUT = re.compile(r"(?m)^(Wall time: )[\d.]+(?= seconds$)|^(Chunk ID: )\w+$|^(duration_ms: )\d+|(<duration_ms>)\d+(?=</duration_ms>)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +116,7 @@ class _Canonical:
     def text(self, text: str, system: bool) -> str:
         for pattern in self.ignore:
             text = pattern.sub(IGNORED, text)
-        text = VOLATILE_OUTPUT.sub(lambda m: f"{m[1] or m[2] or m[3]}<n>", text)
+        text = VOLATILE_OUTPUT.sub(lambda m: f"{m[1] or m[2] or m[3] or m[4]}<n>", text)
         if system:
             text = DATE_TIME.sub("<date>", text)
         elif "<" in text:
