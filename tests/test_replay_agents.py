@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from agent_lineage.cli import main as agent_lineage
 from agent_lineage.demo.upstream import DemoUpstream
 from agent_lineage.replay import Capture, ReplayServer
 from agents_support import CLAUDE_NEXT_VERSION, Network, Proxy, Run, claude_argv, claude_env, codex_argv, codex_env, run_cli
-from test_agents import claude_scenarios, codex_scenarios, installed, network  # noqa: F401 (network is a fixture)
+from test_agents import claude_scenarios, codex_scenarios, installed
 
 pytestmark = pytest.mark.agents
 
@@ -31,6 +32,13 @@ pytestmark = pytest.mark.agents
 # subagent's own subagent; and the nested one on the newest pinned Claude Code, whose subagents
 # run in the background and report in task notifications.
 CASES = [(cli, name) for cli in ("claude", "codex") for name in ("two_turns", "nested")] + [(f"claude-{CLAUDE_NEXT_VERSION}", "nested")]
+
+
+@pytest.fixture
+def network() -> Iterator[Network]:
+    net = Network()
+    yield net
+    net.close()
 
 
 class Sandbox:

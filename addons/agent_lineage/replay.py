@@ -247,7 +247,7 @@ class ReplayServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> ReplayServer:
         self.thread = threading.Thread(target=self.serve_forever, name="agent-lineage-replay", daemon=True)
