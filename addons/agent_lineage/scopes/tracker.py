@@ -14,7 +14,6 @@ from .conversations import Conversations, Thread, TrackedAgent
 from .delegation import Delegation
 from .turns import Turns
 
-
 CONTEXTS_REMEMBERED = 1024  # distinct (system prompt, tools) pairs; forgotten all at once past that
 
 
