@@ -98,6 +98,8 @@ class Pipeline:
             return None
         if not self.settings.stamp:
             return {}
+        if self.settings.priority:  # the priority hint needs the body: is it a side request?
+            return None
         lineage = self.tracker.lineage_before_body(exchange.request_headers, exchange.t_request)
         return client_hints(exchange.request_headers) | lineage_headers(*lineage) if lineage is not None else None
 
