@@ -277,3 +277,41 @@ def anthropic_or_openai_error(app: str) -> type[Exception]:
     import openai
 
     return anthropic.NotFoundError if app == "anthropic" else openai.NotFoundError
+
+
+def _chunk_sizes(url: str, path: str, body: bytes) -> list[int]:
+    """The sizes of the HTTP chunks a server sends, read off the socket (clients merge them)."""
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"POST %s HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s" % (path.encode(), len(body), body))
+        raw = b""
+        while data := s.recv(65536):
+            raw += data
+    rest = raw.split(b"\r\n\r\n", 1)[1]
+    sizes = []
+    while rest:
+        line, rest = rest.split(b"\r\n", 1)
+        size = int(line, 16)
+        if size == 0:
+            break
+        sizes.append(size)
+        rest = rest[size + 2 :]
+    return sizes
+
+
+@pytest.mark.e2e
+def test_a_stream_captured_through_the_addon_is_replayed_in_the_chunks_it_arrived_in(mitmdump_factory, tmp_path, no_proxy_env):
+    flows = tmp_path / "flows.mitm"
+    request = orjson.dumps(chat("hi [[script: say the quick brown fox jumps over the lazy dog]]", stream=True))
+    with DemoUpstream(chunk_delay=0.05) as slow:
+        proxy = mitmdump_factory(f"reverse:{slow.base_url}", "--set", "lineage_dir=", "-w", str(flows))
+        live = _chunk_sizes(proxy.url, "/v1/chat/completions", request)
+        proxy.stop()
+    [entry] = Capture.from_files([flows]).recorded
+    assert entry.chunks is not None and len(entry.chunks) > 3
+    assert sum(size for size, _ in entry.chunks) == len(entry.body)
+    assert [size for size, _ in entry.chunks] == live  # as the addon saw them pass
+    with ReplayServer(Capture.from_files([flows])) as replay:
+        assert _chunk_sizes(replay.url, "/v1/chat/completions", request) == live

@@ -24,6 +24,9 @@ from .websocket import ResponsesSocket, is_responses_upgrade
 log = logging.getLogger("agent_lineage")
 
 ANSWERED_KEY = "agent_lineage.answered"  # flow.metadata: when the terminal event passed (epoch seconds)
+# flow.metadata: a live stream's chunks as [bytes, seconds after the first], so a replay can send the
+# body again exactly as it arrived (mitmproxy saves a streamed body whole).
+CHUNKS_KEY = "agent_lineage.chunks"
 
 
 class InFlight:
@@ -34,6 +37,7 @@ class InFlight:
         self.flow = flow
         self.reader: ResponseReader | None = None
         self.chunks: list[bytes] | None = None  # a live stream, kept so the flow is saved whole
+        self.chunk_times: list[float] = []
         self.body_fed = False  # the saved body went to the reader already (offline, when answered)
         self.answered = False
 
@@ -118,8 +122,9 @@ class Driver:
         live = self.in_flight.get(flow.id)
         if live is None or live.reader is None:
             return data
-        if live.chunks is not None:
+        if live.chunks is not None and data:
             live.chunks.append(data)
+            live.chunk_times.append(time.time())
         live.reader.feed(data)
         if not live.answered:
             self._learn_answered(live, time.time())
@@ -203,6 +208,8 @@ class Driver:
         reader = live.reader or self._start_reader(live)
         if live.chunks:
             response.raw_content = b"".join(live.chunks)
+            first = live.chunk_times[0]
+            live.flow.metadata[CHUNKS_KEY] = [[len(c), round(t - first, 6)] for c, t in zip(live.chunks, live.chunk_times)]
         elif not live.body_fed:  # no chunk passed: `mitmdump -r` streams nothing
             reader.feed(response.raw_content or b"")
 

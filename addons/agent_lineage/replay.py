@@ -3,10 +3,11 @@ against a capture with no key and no network (docs/replay.md).
 
 Each request is matched by its canonical key (replay_key.py) to a recorded request and answered
 with that request's recorded response: status and headers as recorded (hop-by-hop ones aside),
-JSON bodies whole, streamed (SSE) bodies again as a stream. mitmproxy saves a streamed body whole,
-so the recorded chunk boundaries are gone: the replay sends one chunk per SSE event, which is how
-the LLM APIs send them; with `timing="recorded"` it waits the recorded time to first byte and
-spreads the events evenly over the recorded time from first byte to end.
+JSON bodies whole, streamed (SSE) bodies again as a stream, in the chunks they arrived in: the
+addon records each streamed chunk's size and time in the flow (driver.CHUNKS_KEY); with
+`timing="recorded"` the replay waits the recorded time to first byte and each chunk's recorded gap.
+A capture saved without that record (or a body whose ids were re-mapped to other lengths) is sent
+one chunk per SSE event, which is how the LLM APIs send them, spread evenly over the recorded time.
 
 Ids the live client made up (session, agent, tool-output ids) are paired with the recorded
 request's ids in the same places; a recorded answer that quotes a recorded id is sent with the
@@ -38,6 +39,7 @@ from mitmproxy import connection, http
 from mitmproxy.io import FlowWriter
 
 from .model import REDACTED, SECRET_HEADERS
+from .driver import CHUNKS_KEY
 from .offline import read_flows
 from .replay_key import RequestKey, first_difference, request_key, similarity
 
@@ -66,6 +68,7 @@ class Recorded:
     body: bytes
     first_byte: float  # seconds from the request's end to the response's first byte
     duration: float  # seconds from the first byte to the end
+    chunks: list[tuple[int, float]] | None = None  # a stream's chunks as they arrived: (bytes, seconds after the first)
 
     @property
     def streamed(self) -> bool:
@@ -350,19 +353,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _stream(self, entry: Recorded, body: bytes) -> None:
-        events = _sse_events(body)
+        pieces = _pieces(entry, body)
         recorded = self.server.timing == "recorded"
         if recorded:
             time.sleep(entry.first_byte)
         self._start(entry.status, entry.headers)
         self.send_header("transfer-encoding", "chunked")
         self.end_headers()
-        gap = entry.duration / max(len(events) - 1, 1) if recorded else 0.0
+        sent_at = time.monotonic()
         try:
-            for n, event in enumerate(events):
-                if n and gap:
-                    time.sleep(gap)
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+            for piece, offset in pieces:
+                if recorded and offset > 0:
+                    time.sleep(max(0.0, sent_at + offset - time.monotonic()))
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):
@@ -443,7 +446,34 @@ def _recorded(number: int, flow: http.HTTPFlow, ignore: Sequence[re.Pattern[str]
         body=response.raw_content or b"",
         first_byte=max(0.0, t_first - t_request_end),
         duration=max(0.0, t_end - t_first),
+        chunks=_chunk_record(flow.metadata.get(CHUNKS_KEY)),
     )
+
+
+def _chunk_record(value: Any) -> list[tuple[int, float]] | None:
+    """The addon's record of a stream's chunks, if it is one (saved flows are input: check it)."""
+    if not isinstance(value, list):
+        return None
+    record = []
+    for item in value:
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], int) and isinstance(item[1], (int, float))):
+            return None
+        record.append((item[0], float(item[1])))
+    return record or None
+
+
+def _pieces(entry: Recorded, body: bytes) -> list[tuple[bytes, float]]:
+    """The body in the chunks it arrived in, each with its offset after the first (seconds); or,
+    without that record, one piece per SSE event spread evenly over the recorded duration."""
+    if entry.chunks and sum(size for size, _ in entry.chunks) == len(body):
+        pieces, start = [], 0
+        for size, offset in entry.chunks:
+            pieces.append((body[start : start + size], offset))
+            start += size
+        return pieces
+    events = _sse_events(body)
+    gap = entry.duration / max(len(events) - 1, 1)
+    return [(event, n * gap) for n, event in enumerate(events)]
 
 
 def _sse_events(body: bytes) -> list[bytes]:
