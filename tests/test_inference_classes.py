@@ -435,3 +435,41 @@ def test_a_one_shot_that_finished_before_the_session_started_is_not_moved() -> N
     first = wire.chat_call("You are a support agent.", [user(prompt)], ["lookup_order"])
     wire.chat_answer(first, "Hello.")
     assert title.call.scope.side is None and title.call.scope.session_id != first.call.scope.session_id
+
+
+# -- handoffs and apps that start every turn afresh (framework shapes) --------------------------
+
+
+def test_a_handoff_takes_the_history_on_as_a_child_of_the_agent_that_handed_off() -> None:
+    wire = Wire(3)
+    prompt = wire.task()
+    concierge = wire.chat_call("You are the concierge. Hand off to the writer when ready.", [user(prompt)], ["research", "handoff"])
+    _, reply = wire.chat_answer(concierge, uses=[("call_h", "handoff", {"to_agent": "writer", "reason": "the research is done"})])
+    history = [user(prompt), reply, chat_result("call_h", "Agent writer is now handling the request.")]
+    writer = wire.chat_call("You are the writer. Write the final text.", history, ["publish"])
+    _, written = wire.chat_answer(writer, uses=[("call_p", "publish", {})])
+    more = wire.chat_call("You are the writer. Write the final text.", [*history, written, chat_result("call_p", "ok")], ["publish"])
+    wire.chat_answer(more, "Published.")
+    root = concierge.call.scope
+    assert writer.call.scope.parent_id == root.agent_id and writer.call.scope.agent_id != root.agent_id
+    assert writer.call.scope.delegated_by == "call_h" and more.call.scope.agent_id == writer.call.scope.agent_id
+    (document,) = wire.documents().values()
+    (sub,) = document["subagent_trajectories"]
+    assert agent_steps(sub) == 2
+
+
+def test_a_turn_that_starts_a_new_conversation_quoting_the_last_answer_stays_in_its_session() -> None:
+    wire = Wire(4)
+    sessions = []
+    for _ in range(2):  # two sessions of one app at once
+        outcome = wire.chat_call("You manage an editorial crew.", [user(wire.task())], ["delegate_work"])
+        sessions.append(outcome)
+    answers = [f"Final briefing {n}: {wire.task()}, with costs falling and a long history." for n in range(2)]
+    for outcome, answer in zip(sessions, answers):
+        wire.chat_answer(outcome, answer)
+    follow_ups = [wire.chat_call("You manage an editorial crew.", [user(f"Improve this briefing:\n{answer}\nAdd one risk.")], ["delegate_work"]) for answer in reversed(answers)]
+    for outcome, first in zip(follow_ups, reversed(sessions)):
+        assert outcome.call.scope.session_id == first.call.scope.session_id and outcome.call.scope.new_turn
+        assert outcome.call.scope.turn == 2 and outcome.call.scope.parent_id is None
+        wire.chat_answer(outcome, "Done.")
+    assert len(wire.documents()) == 2

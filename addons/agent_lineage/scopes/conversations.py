@@ -53,6 +53,7 @@ class TrackedSession:
     # The one-shot request (no tools, a message or two) that opened this session, until its
     # conversation goes on: it may be a side request of a session that starts just after it.
     one_shot: Call | None = None
+    last_answer: str = ""  # the latest answer text of a root agent of the session
 
 
 Thread = tuple[TrackedAgent, int, str]  # the agent continued, the prefix length, how it was found

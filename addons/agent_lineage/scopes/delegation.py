@@ -76,14 +76,18 @@ class Delegation:
         return agent if not (open_ids & answered) else None
 
     def spawn_call(self, call: Call, parent: TrackedAgent, prefix: int) -> str | None:
-        """The parent's open call that started a forked child: the delegation whose arguments the
-        fork's new messages quote best, else its only open delegation."""
+        """The parent's open call that started a forked or handed-off child: the one whose arguments
+        the child's new messages quote best, else the one they answer, else its only open delegation."""
         text = "\n".join(self.table.without_text_noise(m.text) for m in call.messages[prefix:] if m.role == "user")
         open_calls = [(call_id, use) for call_id, use in parent.tools.items() if use.t_closed is None and use.child is None]
         quoted = [(_quoted(use.quotes, text) or _contained_in(use.quotes, text), call_id) for call_id, use in open_calls]
         best = max(quoted, default=(0, None))
         if best[0]:
             return best[1]
+        # A handoff's request carries the result of the call that handed off.
+        answered = {r.call_id for m in call.messages[prefix:] for r in m.tool_results} & {call_id for call_id, _ in open_calls}
+        if len(answered) == 1:
+            return answered.pop()
         delegations = [call_id for call_id, use in open_calls if use.delegation]
         return delegations[0] if len(delegations) == 1 else None
 

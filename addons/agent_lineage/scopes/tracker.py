@@ -11,7 +11,7 @@ from ..model import Call, Message, Scope
 from ..settings import Settings
 from . import side_requests
 from .conversations import Conversations, Thread, TrackedAgent
-from .delegation import Delegation
+from .delegation import LONG_QUOTE, Delegation
 from .turns import Turns
 
 CONTEXTS_REMEMBERED = 1024  # distinct (system prompt, tools) pairs; forgotten all at once past that
@@ -90,6 +90,8 @@ class ScopeTracker:
         length = len(call.messages) + 1
         conversations.index_state(call, conversations.anchor(call.messages), length, output, agent)
         agent.last_response_len = length
+        if agent.parent is None and len(output.text.strip()) >= LONG_QUOTE:
+            agent.session.last_answer = output.text.strip()
         self.delegation.open_tool_calls(agent, output, call.t_end or call.t_start, scope.client_name)
 
     # -- the decision, by evidence ------------------------------------------------------
@@ -178,9 +180,14 @@ class ScopeTracker:
         if thread is not None:
             agent, prefix, how = thread
             forked_from = self.delegation.fork_of(call, agent, prefix)
-            if forked_from is not None:
-                child = conversations.new_agent(forked_from.session, forked_from, call, derived_id("fork", forked_from.id, str(prefix)))
-                scope = _scope(child, {"agent": "fork", "parent": f"fork-of:{how}"})
+            handed_off = forked_from is None and _other_context(agent, context)
+            if forked_from is not None or handed_off:
+                # A fork leaves its parent's calls open; a handoff takes the conversation on under
+                # a system prompt and tools of its own (the history of the agent that handed off).
+                forked_from = agent
+                kind = "handoff" if handed_off else "fork"
+                child = conversations.new_agent(agent.session, agent, call, derived_id(kind, agent.id, str(prefix)))
+                scope = _scope(child, {"agent": kind, "parent": f"{kind}-of:{how}"})
                 spawn = self.delegation.spawn_call(call, forked_from, prefix)
                 if spawn is not None:
                     self.delegation.claim(forked_from, spawn, child)
@@ -220,6 +227,13 @@ class ScopeTracker:
             # Same prompt cache key, a conversation that continues none we know: a restart of
             # the session's root agent (context compaction).
             return _scope(cached.root, {"agent": "prompt-cache-key"})
+        task = self.delegation.task_text(call)
+        resumed = next((s for s in conversations.sessions.values() if s.client == call.client and s.last_answer and s.last_answer in task), None)
+        if resumed is not None:
+            # A new conversation that quotes a session's latest answer goes on with that session
+            # (apps that start every user turn afresh hand the previous result on in the task).
+            root = conversations.new_agent(resumed, None, call, derived_id("root", resumed.id, str(resumed.turn + 1)))
+            return _scope(root, {"agent": "new-conversation", "session": "quotes-previous-answer"})
         session_id = conversations.unique(derived_id("sess", call.client, call.api, call.system, _first_user_text(call.messages)))
         session = conversations.new_session(session_id, call)
         root = conversations.new_agent(session, None, call, session_id)
@@ -260,6 +274,11 @@ def _scope(agent: TrackedAgent, evidence: dict[str, str]) -> Scope:
         turn=agent.session.turn,
         evidence=evidence,
     )
+
+
+def _other_context(agent: TrackedAgent, context: tuple[bytes, bytes]) -> bool:
+    """Another system prompt and other tools than the agent's latest request."""
+    return agent.context is not None and context[0] != agent.context[0] and context[1] != agent.context[1]
 
 
 def _harness_lineage(ids: HarnessIds) -> tuple[str, str | None, str | None]:
