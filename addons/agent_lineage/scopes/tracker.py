@@ -90,8 +90,9 @@ class ScopeTracker:
         length = len(call.messages) + 1
         conversations.index_state(call, conversations.anchor(call.messages), length, output, agent)
         agent.last_response_len = length
-        if agent.parent is None and len(output.text.strip()) >= LONG_QUOTE:
-            agent.session.last_answer = output.text.strip()
+        if agent.parent is None:
+            answer = output.text.strip()
+            agent.session.last_answer = answer if len(answer) >= LONG_QUOTE else ""
         self.delegation.open_tool_calls(agent, output, call.t_end or call.t_start, scope.client_name)
 
     # -- the decision, by evidence ------------------------------------------------------
