@@ -7,6 +7,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent_lineage import kv, offline
 from agent_lineage.cli import main
@@ -43,6 +45,49 @@ def test_reuse_is_measured_by_relation_and_stops_at_the_first_different_message(
     assert found[2].parent == tokens(SYSTEM, TASK) and found[2].sibling == 0
     assert found[3].parent == tokens(SYSTEM, TASK) and found[3].sibling == tokens(SYSTEM, TASK)
     assert found[4].other_session == tokens(SYSTEM) and found[4].same_agent == 0
+
+
+def reuse_by_scanning(requests: list[kv.Request]) -> list[kv.Reuse]:
+    """kv.reuse's definition, block by block: what its binary searches must give."""
+    return [reuse_of(r, requests[:n]) for n, r in enumerate(requests)]
+
+
+def reuse_of(r: kv.Request, earlier: list[kv.Request]) -> kv.Reuse:
+    def shared(e: kv.Request) -> int:
+        tokens = 0
+        for (key, size), (other, _) in zip(r.blocks, e.blocks):
+            if key != other:
+                break
+            tokens += size
+        return tokens
+
+    def longest(relation) -> int:
+        return max((shared(e) for e in earlier if relation(e)), default=0)
+
+    return kv.Reuse(
+        same_agent=longest(lambda e: e.agent == r.agent),
+        parent=longest(lambda e: r.parent is not None and e.agent == r.parent),
+        sibling=longest(lambda e: r.parent is not None and e.parent == r.parent and e.agent != r.agent),
+        other_session=longest(lambda e: e.session != r.session),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["s1", "s2", "s3"]),
+            st.sampled_from(["a", "b", "c", "d"]),
+            st.sampled_from([None, "a", "b"]),
+            st.lists(st.sampled_from(["x", "y", "z"]), min_size=1, max_size=6),
+        ),
+        max_size=25,
+    )
+)
+def test_reuse_equals_its_definition(drawn):
+    # Agents may come back with another session or parent: the index must not assume they don't.
+    requests = [request(session, agent, parent, *messages) for session, agent, parent, messages in drawn]
+    assert kv.reuse(requests) == reuse_by_scanning(requests)
 
 
 def test_reported_prompt_tokens_are_split_by_message_size():

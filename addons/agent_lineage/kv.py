@@ -24,8 +24,9 @@ import hashlib
 import random
 import re
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
 BYTES_PER_TOKEN = 4
@@ -98,35 +99,62 @@ class Reuse:
 
 
 def reuse(requests: list[Request]) -> list[Reuse]:
-    """Per request, in order: the longest prefix shared with earlier requests of each relation."""
+    """Per request, in order: the longest prefix shared with earlier requests of each relation.
+
+    Keys chain their prefix, so whoever held a block held every block before it: each relation's
+    match is a binary search over the request's blocks, and an agent's request indexes only the
+    blocks its own earlier requests had not (cost linear in the new blocks, not the prompts)."""
     agents: dict[bytes, set[str]] = defaultdict(set)  # block key -> agents whose requests held it
     sessions: dict[bytes, set[str]] = defaultdict(set)  # at most two kept: enough for "another"
     children: dict[bytes, dict[str, set[str]]] = defaultdict(dict)  # block key -> parent -> its children that held it
+    lineages: dict[str, set[tuple[str, str | None]]] = defaultdict(set)  # agent -> the (session, parent) it came with
     found = []
     for r in requests:
-        result = Reuse()
-        tokens = 0
-        for key, size in r.blocks:  # keys chain their prefix: the first one unseen ends every match
-            holders = agents.get(key)
-            if not holders:
-                break
-            tokens += size
-            if r.agent in holders:
-                result.same_agent = tokens
-            if r.parent is not None and r.parent in holders:
-                result.parent = tokens
-            if r.parent is not None and children[key].get(r.parent, set()) - {r.agent}:
-                result.sibling = tokens
-            if sessions[key] - {r.session}:
-                result.other_session = tokens
-        found.append(result)
-        for key, _ in r.blocks:
+        keys = [key for key, _ in r.blocks]
+        same = _held(keys, lambda key, agent=r.agent: agent in agents.get(key, ()))
+        found.append(_reuse_of(r, keys, same, agents, sessions, children))
+        # The first `same` blocks already list this agent, and its session and parent when it
+        # never came with others.
+        lineage = lineages[r.agent]
+        indexed = same if lineage == {(r.session, r.parent)} else 0
+        lineage.add((r.session, r.parent))
+        for key in keys[indexed:]:
             agents[key].add(r.agent)
             if len(sessions[key]) < 2:
                 sessions[key].add(r.session)
             if r.parent is not None:
                 children[key].setdefault(r.parent, set()).add(r.agent)
     return found
+
+
+def _reuse_of(
+    r: Request,
+    keys: list[bytes],
+    same: int,
+    agents: dict[bytes, set[str]],
+    sessions: dict[bytes, set[str]],
+    children: dict[bytes, dict[str, set[str]]],
+) -> Reuse:
+    """A request's reuse by relation, given its match with its own agent (`same` blocks)."""
+    ends = [0, *accumulate(size for _, size in r.blocks)]  # tokens of the first n blocks
+    result = Reuse(same_agent=ends[same])
+    if r.parent is not None:
+        result.parent = ends[_held(keys, lambda key: r.parent in agents.get(key, ()))]
+        result.sibling = ends[_held(keys, lambda key: bool(children.get(key, {}).get(r.parent, set()) - {r.agent}))]
+    result.other_session = ends[_held(keys, lambda key: bool(sessions.get(key, set()) - {r.session}))]
+    return result
+
+
+def _held(keys: list[bytes], held: Callable[[bytes], bool]) -> int:
+    """How many leading keys pass `held`, which holds for a prefix of them."""
+    low, high = 0, len(keys)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if held(keys[middle - 1]):
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 # -- routing ----------------------------------------------------------------------------------
