@@ -4,7 +4,6 @@ released after 5 idle seconds. The full run is `scripts/soak` (50 agents, 10 min
 from __future__ import annotations
 
 import sys
-
 from importlib.machinery import SourceFileLoader
 from importlib.util import module_from_spec, spec_from_loader
 
