@@ -239,12 +239,12 @@ def test_claude_shaped_subagents_without_ids_or_marker_find_their_parents(seed: 
     main_system = BILLING + "You are Claude Code, an interactive CLI."
     child_system = BILLING + "You are a file search specialist."
     sessions = []
-    for n in range(2):
+    for _ in range(2):
         prompt = wire.task()
         outcome = wire.messages_call(main_system, [user(prompt)], ["Agent", "Bash"], {})
         sessions.append((prompt, outcome))
     tasks = [wire.task() + " and report every file you touched" for _ in sessions]
-    for n, (prompt, outcome) in enumerate(sessions):
+    for n, (_, outcome) in enumerate(sessions):
         wire.messages_answer(outcome, uses=[(f"toolu_a{n}", "Agent", {"description": "search", "prompt": tasks[n], "subagent_type": "Explore"})])
     children = []
     for n in reversed(range(2)):  # the later delegation's child starts first: timing would mislead
@@ -255,7 +255,7 @@ def test_claude_shaped_subagents_without_ids_or_marker_find_their_parents(seed: 
         parent = sessions[n][1].call.scope
         assert child.call.scope.parent_id == parent.agent_id and child.call.scope.session_id == parent.session_id
         assert child.call.scope.delegated_by == f"toolu_a{n}" and child.headers[PARENT_HEADER] == parent.agent_id
-    for n, (prompt, outcome) in enumerate(sessions):
+    for n, (prompt, _) in enumerate(sessions):
         history = [user(prompt), assistant_blocks("", [(f"toolu_a{n}", "Agent", {"prompt": tasks[n]})]), tool_results((f"toolu_a{n}", f"Found it for task {n}."))]
         wire.messages_answer(wire.messages_call(main_system, history, ["Agent", "Bash"], {}), "Done.")
     documents = wire.documents()
@@ -283,7 +283,7 @@ def test_concurrent_orchestrators_keep_their_own_workers(seed: int, sessions: in
     wire = Wire(seed)
     coordinator = "You coordinate a research team. Delegate with the tools, then answer."
     apps = []
-    for n in range(sessions):
+    for _ in range(sessions):
         prompt = wire.task()
         outcome = wire.chat_call(coordinator, [user(prompt)], ["ask_researcher", "ask_writer"])
         apps.append({"prompt": prompt, "root": outcome})
