@@ -57,6 +57,20 @@ def agent_lineage_log() -> Iterator[list[logging.LogRecord]]:
         logger.removeHandler(handler)
 
 
+@contextmanager
+def example_context(*addons: object) -> Iterator[taddons.context]:
+    """taddons.context for one hypothesis example. mitmproxy 12 keeps a context's log handler for
+    the rest of the pytest test (it keys them by test), and once that context's event loop is
+    closed the handler breaks every later log call: take it out with the context."""
+    with taddons.context(*addons) as tctx:
+        try:
+            yield tctx
+        finally:
+            legacy = getattr(tctx.master, "_legacy_log_events", None)
+            if legacy is not None:
+                legacy.uninstall()
+
+
 def assert_no_traceback(records: list[logging.LogRecord]) -> None:
     failures = [r.getMessage() for r in records if r.exc_info or r.levelno >= logging.ERROR]
     assert not failures, failures
@@ -261,7 +275,7 @@ def test_addon_forwards_every_byte_unchanged_and_logs_an_unreadable_request_once
     response_body = data.draw(H.sse_body(stream), label="response")
     chunks = data.draw(H.chunked(response_body), label="chunks")
     addon = lineage.Lineage()
-    with tempfile.TemporaryDirectory() as tmp, taddons.context(addon) as tctx, agent_lineage_log() as records:
+    with tempfile.TemporaryDirectory() as tmp, example_context(addon) as tctx, agent_lineage_log() as records:
         tctx.configure(addon, lineage_dir=str(Path(tmp) / "traces"), lineage_calls_log=str(Path(tmp) / "calls.jsonl"))
         flow = addon_flow(path, body, headers)
         before = flow.request.copy()

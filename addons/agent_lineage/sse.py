@@ -181,6 +181,8 @@ def _zstd_decoder(limit: int | None) -> Decoder:
     decompressor = zstd.ZstdDecompressor()
 
     def decompress(data: bytes) -> bytes:
+        if decompressor.eof:
+            return b""  # bytes after the end of the frame (zlib keeps them apart too)
         room = budget.room()
         return budget.take(decompressor.decompress(data, room + 1 if room >= 0 else -1))
 
