@@ -12,13 +12,13 @@ import json
 
 import httpx
 import pytest
-from conftest import Mitmdump
-from dynamo_support import dynamo
 
 from agent_lineage.demo.upstream import DemoUpstream
 from agent_lineage.model import Exchange
 from agent_lineage.pipeline import Pipeline
 from agent_lineage.settings import Settings, parse_priority
+from conftest import Mitmdump
+from dynamo_support import dynamo
 
 LEVELS = "main=5,subagent=5,side=-1"
 

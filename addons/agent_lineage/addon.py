@@ -239,8 +239,10 @@ class Lineage:
         """The call's lineage where mitmproxy's UIs show it: comment, marker, and the record the
         "LLM call" content view reads (saved with the flow)."""
         placement = self.console.begin(call)
-        flow.comment = flow_comment(call.scope, placement)
-        if marker := flow_marker(call.scope):
+        scope = call.scope
+        assert scope is not None
+        flow.comment = flow_comment(scope, placement)
+        if marker := flow_marker(scope):
             flow.marked = marker
         flow.metadata[LINEAGE_KEY] = lineage_record(call, placement)
 

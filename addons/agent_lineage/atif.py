@@ -190,6 +190,7 @@ class _AgentTrajectory:
     def add_step(self, source: str, call: Call, message: str, **fields: Any) -> _Step:
         step = _Step(len(self.steps) + 1, iso_timestamp(call.t_start), source, message, self, **fields)
         self.steps.append(step)
+        assert call.scope is not None
         self.session.note_turn(call.scope, self, step)
         self.changed()
         return step
@@ -291,7 +292,8 @@ class _SessionDocument:
     # -- calls ----------------------------------------------------------------------------
 
     def add(self, call: Call) -> None:
-        scope: Scope = call.scope
+        scope = call.scope
+        assert scope is not None
         if scope.side is not None:
             self._add_side_request(call, scope)
             return
@@ -635,9 +637,11 @@ class TrajectoryBuilder:
 
     def add(self, call: Call) -> None:
         """Fold a finished, scoped call into its session's document."""
-        session = self._sessions.get(call.scope.session_id)
+        assert call.scope is not None
+        session_id = call.scope.session_id
+        session = self._sessions.get(session_id)
         if session is None:
-            session = self._sessions[call.scope.session_id] = _SessionDocument(call.scope.session_id, call, self.table)
+            session = self._sessions[session_id] = _SessionDocument(session_id, call, self.table)
         session.add(call)
 
     def session_ids(self) -> list[str]:

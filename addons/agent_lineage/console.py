@@ -86,7 +86,8 @@ class Console:
         self._placements: dict[str, Placement] = {}  # exchange id -> placement, until the call ends
 
     def begin(self, call: Call) -> Placement | None:
-        scope: Scope = call.scope
+        scope = call.scope
+        assert scope is not None
         if scope.pending:  # no session yet: placed when it is claimed
             return None
         placement = Placement(self._learn(scope), self.path(scope))
@@ -108,7 +109,8 @@ class Console:
     def line(self, call: Call, placement: Placement, outcome: Outcome) -> str:
         """Groups two spaces apart, the words of a group one (README: "The console line");
         the client name is padded so that session ids line up."""
-        scope: Scope = call.scope
+        scope = call.scope
+        assert scope is not None
         event = placement.event
         color = self._session_color(scope.session_id)
         where = [
@@ -204,7 +206,8 @@ def flow_marker(scope: Scope) -> str:
 
 def lineage_record(call: Call, placement: Placement | None) -> dict:
     """What the "LLM call" content view reads back from flow.metadata (saved with the flow)."""
-    scope: Scope = call.scope
+    scope = call.scope
+    assert scope is not None
     return {
         "session": scope.session_id,
         "agent": scope.agent_id,

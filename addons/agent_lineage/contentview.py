@@ -55,7 +55,7 @@ def priority(data: bytes, flow: Any) -> float:
 
 if NEW_API:
 
-    class LLMCallView(contentviews.Contentview):
+    class LLMCallView(contentviews.Contentview):  # type: ignore[name-defined,misc]  # mitmproxy 12 only
         name = NAME
         syntax_highlight = "none"
 

@@ -111,7 +111,11 @@ def reuse(requests: list[Request]) -> list[Reuse]:
     found = []
     for r in requests:
         keys = [key for key, _ in r.blocks]
-        same = _held(keys, lambda key, agent=r.agent: agent in agents.get(key, ()))
+
+        def held_by_agent(key: bytes, agent: str = r.agent) -> bool:
+            return agent in agents.get(key, ())
+
+        same = _held(keys, held_by_agent)
         found.append(_reuse_of(r, keys, same, agents, sessions, children))
         # The first `same` blocks already list this agent, and its session and parent when it
         # never came with others.
@@ -138,9 +142,10 @@ def _reuse_of(
     """A request's reuse by relation, given its match with its own agent (`same` blocks)."""
     ends = [0, *accumulate(size for _, size in r.blocks)]  # tokens of the first n blocks
     result = Reuse(same_agent=ends[same])
-    if r.parent is not None:
-        result.parent = ends[_held(keys, lambda key: r.parent in agents.get(key, ()))]
-        result.sibling = ends[_held(keys, lambda key: bool(children.get(key, {}).get(r.parent, set()) - {r.agent}))]
+    parent = r.parent
+    if parent is not None:
+        result.parent = ends[_held(keys, lambda key: parent in agents.get(key, ()))]
+        result.sibling = ends[_held(keys, lambda key: bool(children.get(key, {}).get(parent, set()) - {r.agent}))]
     result.other_session = ends[_held(keys, lambda key: bool(sessions.get(key, set()) - {r.session}))]
     return result
 

@@ -38,8 +38,8 @@ import orjson
 from mitmproxy import connection, http
 from mitmproxy.io import FlowWriter
 
-from .model import REDACTED, SECRET_HEADERS
 from .driver import CHUNKS_KEY
+from .model import REDACTED, SECRET_HEADERS
 from .offline import read_flows
 from .replay_key import RequestKey, first_difference, request_key, similarity
 

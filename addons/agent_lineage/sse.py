@@ -56,7 +56,10 @@ class SSEParser:
 
     def _line(self, line: str) -> Event | None:
         if not line:
-            return self._dispatch() if self._data else self._reset()
+            if self._data:
+                return self._dispatch()
+            self._reset()
+            return None
         if line.startswith(":"):
             return None
         name, _, value = line.partition(":")
@@ -195,7 +198,7 @@ class _ZstandardDecoder:
 
         self._budget = budget
         self._out: list[bytes] = []
-        self._writer = zstandard.ZstdDecompressor().stream_writer(self, write_size=65536, closefd=False)
+        self._writer = zstandard.ZstdDecompressor().stream_writer(self, write_size=65536, closefd=False)  # type: ignore[arg-type]  # a sink with write()
 
     def write(self, data: bytes) -> int:  # the stream writer's sink
         self._out.append(self._budget.take(data))

@@ -60,7 +60,7 @@ class ResponsesSocket:
 
     def _create(self, data: dict, t: float) -> Call | None:
         superseded = self._finish(t, "superseded by the next response.create") if self.current else None
-        body = data.get("response") if isinstance(data.get("response"), dict) and "input" not in data else data
+        body: dict = data["response"] if isinstance(data.get("response"), dict) and "input" not in data else data
         fields = {k: v for k, v in body.items() if k != "type"}
         self.sent += 1
         exchange = replace(

@@ -416,11 +416,11 @@ def _gemini_entries(request: dict) -> list[_Entry]:
         if content.get("role") == "model":
             entries.append(_Entry("assistant"))
             continue
-        responses = [p.get("functionResponse") or p.get("function_response") for p in parts]
-        responses = [r for r in responses if isinstance(r, dict)]
+        found = [p.get("functionResponse") or p.get("function_response") for p in parts]
+        responses: list[dict] = [r for r in found if isinstance(r, dict)]
         if responses:
             outputs = [r.get("response") for r in responses]
-            texts = [o.get("output") if isinstance(o, dict) and isinstance(o.get("output"), str) else json.dumps(o)
+            texts = [o["output"] if isinstance(o, dict) and isinstance(o.get("output"), str) else json.dumps(o)
                      for o in outputs]
             entries += [_Entry("user", text, fresh=False) for text in texts]
         else:
@@ -498,11 +498,11 @@ def _schema_instance(schema: Any, words: str) -> Any:
     if isinstance(kind, str):
         kind = kind.lower()  # Gemini's schemas spell types in capitals (OBJECT, STRING)
     if kind == "object" or (kind is None and "properties" in schema):
-        properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        properties = schema["properties"] if isinstance(schema.get("properties"), dict) else {}
         return {name: _schema_instance(sub, words) for name, sub in properties.items()}
     if kind == "array":
         return []
-    return {"integer": 0, "number": 0, "boolean": False, "null": None}.get(kind, words)
+    return {"integer": 0, "number": 0, "boolean": False, "null": None}.get(str(kind), words)
 
 
 def _output_schema(api: str, request: dict) -> Any:
@@ -712,7 +712,7 @@ def _chat_events(a: _Answer) -> list[bytes]:
 
 
 def _response_output(a: _Answer) -> list[dict]:
-    reply, items = a.reply, []
+    reply, items = a.reply, list[dict[str, Any]]()
     if reply.thinking:
         items.append(
             {"type": "reasoning", "id": a.id("rs_"), "summary": [{"type": "summary_text", "text": reply.thinking}]}
