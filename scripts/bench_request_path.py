@@ -66,7 +66,9 @@ def main() -> None:
 
     def row(label: str, values: list[float]) -> None:
         ratios = sorted(v / p for v, p in zip(values, parse))
-        print(f"{label:34} {statistics.median(values) * 1000:8.3f} ms {statistics.median(ratios):8.2f}x   ({ratios[0]:.2f}-{ratios[-1]:.2f})")
+        print(
+            f"{label:34} {statistics.median(values) * 1000:8.3f} ms {statistics.median(ratios):8.2f}x   ({ratios[0]:.2f}-{ratios[-1]:.2f})"
+        )
 
     print(f"{len(template.request.raw_content) / 1024:.0f} KB Claude Code request, {args.rounds} rounds of {args.requests}")
     print(f"{'':34} {'median':>11} {'/ parse':>9}   (range over rounds)")

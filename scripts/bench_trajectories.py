@@ -33,9 +33,11 @@ WINDOWS = (10, 100, 1000, 5000)
 def make_call(n: int) -> Call:
     t = 1_795_690_000.0 + 2 * n
     arguments = '{"command": "' + "grep -rn pattern src/ " * 14 + '"}'
-    new = [Message("user", text="Please fix the failing test in the parser module.")] if n == 1 else [
-        Message("user", tool_results=[ToolResult(f"toolu_{n - 1:05d}", "line of tool output\n" * 150)])
-    ]
+    new = (
+        [Message("user", text="Please fix the failing test in the parser module.")]
+        if n == 1
+        else [Message("user", tool_results=[ToolResult(f"toolu_{n - 1:05d}", "line of tool output\n" * 150)])]
+    )
     return Call(
         exchange_id=f"exchange-{n:05d}",
         api="anthropic-messages",
@@ -48,7 +50,9 @@ def make_call(n: int) -> Call:
         status=200,
         response=Response(
             model="claude-opus-4-8",
-            output=Message("assistant", text="I will look at the code next. " * 13, tool_calls=[ToolCall(f"toolu_{n:05d}", "Bash", arguments)]),
+            output=Message(
+                "assistant", text="I will look at the code next. " * 13, tool_calls=[ToolCall(f"toolu_{n:05d}", "Bash", arguments)]
+            ),
             usage=Usage(input_tokens=20_000 + 900 * n, output_tokens=120, cache_read_tokens=19_000 + 900 * n, cache_write_tokens=900),
             stop_reason="tool_use",
         ),
@@ -105,14 +109,20 @@ def main() -> None:
             runs.append(run_once(calls, Path(directory), windows))
     print(f"{args.calls}-call session, {args.runs} runs, medians; one rewrite = render + atomic write of the whole file\n")
     print(f"{'':>25} {'one rewrite':>30}   {'busy session, interval 1 s':>30}")
-    print(f"{'call n':>7} {'file MB':>8} {'add ms':>8} {'render ms':>10} {'write ms':>9} {'total ms':>9}   {'rewrite every':>13} {'MB/s':>6} {'writer ms/s':>11}")
+    print(
+        f"{'call n':>7} {'file MB':>8} {'add ms':>8} {'render ms':>10} {'write ms':>9} {'total ms':>9}   {'rewrite every':>13} {'MB/s':>6} {'writer ms/s':>11}"  # noqa: E501
+    )
     for n in windows:
         add, render, write, size = (statistics.median(run[n][k] for run in runs) for k in range(4))
         every = max(1.0, size / REWRITE_BYTES_PER_SECOND)  # the live writer's interval for this file
-        print(f"{n:>7} {size / 2**20:>8.2f} {add * 1000:>8.3f} {render * 1000:>10.2f} {write * 1000:>9.2f} {(render + write) * 1000:>9.2f}"
-              f"   {every:>11.1f} s {size / 2**20 / every:>6.2f} {(render + write) * 1000 / every:>11.2f}")
-    print("\nThe live writer rewrites a changed session's file at most once per lineage_write_interval, and"
-          f"\na big one once per size / {REWRITE_BYTES_PER_SECOND / 2**20:g} MB/s.")
+        print(
+            f"{n:>7} {size / 2**20:>8.2f} {add * 1000:>8.3f} {render * 1000:>10.2f} {write * 1000:>9.2f} {(render + write) * 1000:>9.2f}"
+            f"   {every:>11.1f} s {size / 2**20 / every:>6.2f} {(render + write) * 1000 / every:>11.2f}"
+        )
+    print(
+        "\nThe live writer rewrites a changed session's file at most once per lineage_write_interval, and"
+        f"\na big one once per size / {REWRITE_BYTES_PER_SECOND / 2**20:g} MB/s."
+    )
 
 
 if __name__ == "__main__":

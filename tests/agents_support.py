@@ -240,6 +240,7 @@ def _answer_nxdomain(sock: socket.socket, query: bytes, peer: Any) -> None:
 
 # --- mitmdump in front of the upstream -------------------------------------------------------
 
+
 class Proxy(Mitmdump):
     """The addon's mitmdump in `network`, reverse (to the upstream) or forward (the CLI's HTTPS
     proxy; the real API hosts rewritten to the upstream). Saves its flows (-w), every call

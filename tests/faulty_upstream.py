@@ -108,7 +108,9 @@ class FaultyUpstream:
         if fault.startswith("status-"):
             status = int(fault.removeprefix("status-"))
             body = orjson.dumps({"error": {"type": "upstream_error", "message": f"status {status} for {tag}"}})
-            conn.sendall(f"HTTP/1.1 {status} Error\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body)
+            conn.sendall(
+                f"HTTP/1.1 {status} Error\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body
+            )
             return True
         if fault.startswith("slow-"):
             time.sleep(float(fault.removeprefix("slow-")))

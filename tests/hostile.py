@@ -19,9 +19,7 @@ from hypothesis import strategies as st
 
 import payloads as P
 
-settings.register_profile(
-    "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
-)
+settings.register_profile("ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile(
     "thorough", max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
@@ -43,9 +41,7 @@ CHAT_REQUEST: dict[str, Any] = {
     "metadata": {"user": "u1"},
     "stream_options": {"include_usage": True},
 }
-ANTHROPIC_REQUEST = P.claude_code_request(
-    [P.claude_user("Find the callers."), {"role": "assistant", "content": P.CLAUDE_PARALLEL_CONTENT}]
-)
+ANTHROPIC_REQUEST = P.claude_code_request([P.claude_user("Find the callers."), {"role": "assistant", "content": P.CLAUDE_PARALLEL_CONTENT}])
 RESPONSES_REQUEST = P.codex_request(P.echo_items(P.RESPONSES_PARALLEL_OUTPUT))
 
 GEMINI_PATH = "/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse"
@@ -62,7 +58,9 @@ GEMINI_REQUEST: dict[str, Any] = {
 GEMINI_CHUNKS: list[dict[str, Any]] = [
     {"candidates": [{"content": {"role": "model", "parts": [{"text": "Checking ", "thought": True}]}}], "responseId": "r-1"},
     {
-        "candidates": [{"content": {"role": "model", "parts": [{"functionCall": {"name": "ls", "args": {"dir": "b"}}}]}, "finishReason": "STOP"}],
+        "candidates": [
+            {"content": {"role": "model", "parts": [{"functionCall": {"name": "ls", "args": {"dir": "b"}}}]}, "finishReason": "STOP"}
+        ],
         "usageMetadata": {"promptTokenCount": 900, "candidatesTokenCount": 20},
         "modelVersion": "gemini-2.5-pro",
     },
@@ -98,7 +96,10 @@ scalars = st.one_of(
 )
 json_values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(["type", "name", "text", "id", "role", "content", "x"]) | st.text(max_size=4), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.sampled_from(["type", "name", "text", "id", "role", "content", "x"]) | st.text(max_size=4), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 deep_values = st.integers(min_value=200, max_value=5000).map(lambda n: f"{DEEP}{n}")

@@ -475,7 +475,9 @@ def responses_events(body: dict[str, Any], n: int = 3, terminal: str | None = No
             added["content"] = []
             events.append(ev("response.output_item.added", output_index=i, item=added))
             for j, part in enumerate(item["content"]):
-                events.append(ev("response.content_part.added", **ids, content_index=j, part={"type": "output_text", "text": "", "annotations": []}))
+                events.append(
+                    ev("response.content_part.added", **ids, content_index=j, part={"type": "output_text", "text": "", "annotations": []})
+                )
                 for p in pieces(part["text"], n):
                     events.append(ev("response.output_text.delta", **ids, content_index=j, delta=p))
                 events.append(ev("response.output_text.done", **ids, content_index=j, text=part["text"]))
@@ -484,7 +486,9 @@ def responses_events(body: dict[str, Any], n: int = 3, terminal: str | None = No
             added["summary"] = []
             events.append(ev("response.output_item.added", output_index=i, item=added))
             for j, part in enumerate(item.get("summary") or []):
-                events.append(ev("response.reasoning_summary_part.added", **ids, summary_index=j, part={"type": "summary_text", "text": ""}))
+                events.append(
+                    ev("response.reasoning_summary_part.added", **ids, summary_index=j, part={"type": "summary_text", "text": ""})
+                )
                 for p in pieces(part["text"], n):
                     events.append(ev("response.reasoning_summary_text.delta", **ids, summary_index=j, delta=p))
                 events.append(ev("response.reasoning_summary_text.done", **ids, summary_index=j, text=part["text"]))

@@ -43,7 +43,14 @@ def _anthropic(base_url: str, stream: bool, system: str, headers: dict[str, str]
     messages: list[dict] = [{"role": "user", "content": prompt(task)}]
     user_id = str(uuid.uuid4())
     for _ in range(5):
-        request = {"model": "demo-model", "max_tokens": 256, "system": system, "tools": tools, "messages": messages, "metadata": {"user_id": user_id}}
+        request = {
+            "model": "demo-model",
+            "max_tokens": 256,
+            "system": system,
+            "tools": tools,
+            "messages": messages,
+            "metadata": {"user_id": user_id},
+        }
         if stream:
             with client.messages.stream(**request) as events:
                 reply = events.get_final_message()
@@ -86,7 +93,9 @@ def _openai(base_url: str, stream: bool, system: str, headers: dict[str, str], t
             {
                 "role": "assistant",
                 "content": text or None,
-                "tool_calls": [{"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}} for c in found],
+                "tool_calls": [
+                    {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}} for c in found
+                ],
             }
         )
         for c in found:

@@ -113,9 +113,16 @@ def test_sdk_traffic_carries_no_identifying_header(tmp_path):
     flows_path, _ = generate(tmp_path, "sdk")
     for flow in read_flows(flows_path):
         names = {name.lower() for name in flow.request.headers}
-        assert names <= {"host", "accept-encoding", "connection", "authorization", "accept", "content-type", "user-agent", "content-length"} | {
-            n for n in names if n.startswith("x-stainless-")
-        }
+        assert names <= {
+            "host",
+            "accept-encoding",
+            "connection",
+            "authorization",
+            "accept",
+            "content-type",
+            "user-agent",
+            "content-length",
+        } | {n for n in names if n.startswith("x-stainless-")}
 
 
 # -- the measures -----------------------------------------------------------------------------------
@@ -162,11 +169,24 @@ def test_parent_links_map_predicted_agents_to_the_truth_they_mostly_hold():
 
 
 def scope(session: str, agent: str, parent: str | None, new_turn: bool = False, side: str | None = None) -> Scope:
-    return Scope(session_id=session, agent_id=agent, parent_id=parent, depth=0 if parent is None else 1, turn=1, new_turn=new_turn, side=side)
+    return Scope(
+        session_id=session, agent_id=agent, parent_id=parent, depth=0 if parent is None else 1, turn=1, new_turn=new_turn, side=side
+    )
 
 
-def label(index: int, kind: str, root: str | None, agent: str | None, parent: str | None = None, new_turn: bool = False, method: str = "POST") -> dict:
-    return {"index": index, "method": method, "path": "/v1/messages", "kind": kind, "root_session_id": root, "agent_id": agent, "parent_agent_id": parent, "starts_new_turn": new_turn}
+def label(
+    index: int, kind: str, root: str | None, agent: str | None, parent: str | None = None, new_turn: bool = False, method: str = "POST"
+) -> dict:
+    return {
+        "index": index,
+        "method": method,
+        "path": "/v1/messages",
+        "kind": kind,
+        "root_session_id": root,
+        "agent_id": agent,
+        "parent_agent_id": parent,
+        "starts_new_turn": new_turn,
+    }
 
 
 def stamped(s: Scope) -> Prediction:
@@ -200,7 +220,12 @@ def test_score_of_a_small_session_with_one_of_each_mistake():
     assert close(result.side, 1, 0.5, 2 / 3)
     assert (result.stamped, result.llm_requests, result.inconsistent_stamps) == (5, 5, 1)
     assert scoring.misses(result, scoring.EXACT)
-    assert [m.split(":")[0] for m in result.mistakes] == ["#0 HEAD /v1/messages", "#2 POST /v1/messages", "#3 POST /v1/messages", "#5 POST /v1/messages"]
+    assert [m.split(":")[0] for m in result.mistakes] == [
+        "#0 HEAD /v1/messages",
+        "#2 POST /v1/messages",
+        "#3 POST /v1/messages",
+        "#5 POST /v1/messages",
+    ]
 
 
 # -- the targets ------------------------------------------------------------------------------------
@@ -210,7 +235,11 @@ SEEDS = (1, 2, 3)  # one seed can be lucky: a miss that needs two sessions to me
 
 @pytest.mark.parametrize(
     ("style", "strip_ids"),
-    [pytest.param(style, strip_ids, id=f"{style}-{'stripped' if strip_ids else 'ids'}") for style in corpus.STYLES for strip_ids in (False, True)],
+    [
+        pytest.param(style, strip_ids, id=f"{style}-{'stripped' if strip_ids else 'ids'}")
+        for style in corpus.STYLES
+        for strip_ids in (False, True)
+    ],
 )
 def test_targets_hold_for_eight_concurrent_sessions(tmp_path, style, strip_ids):
     missed, mistakes = [], []
@@ -222,7 +251,9 @@ def test_targets_hold_for_eight_concurrent_sessions(tmp_path, style, strip_ids):
     assert missed == [], "\n".join(mistakes)
 
 
-@pytest.mark.parametrize("flows_path", sorted((FIXTURES / "real").glob("*.mitm")) + sorted((FIXTURES / "idless").glob("*.mitm")), ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "flows_path", sorted((FIXTURES / "real").glob("*.mitm")) + sorted((FIXTURES / "idless").glob("*.mitm")), ids=lambda p: p.stem
+)
 def test_real_recordings_meet_their_targets(flows_path):
     result = scoring.score_file(flows_path)
     assert scoring.misses(result, scoring.target_for(scoring.load_truth(flows_path), flows_path)) == [], "\n".join(result.mistakes)

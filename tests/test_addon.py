@@ -24,9 +24,7 @@ def llm_request(path: str, body: dict, headers: list[tuple[str, str]] = (), t: f
     raw = json.dumps(body).encode()
     fields = [(b"content-type", b"application/json"), (b"user-agent", b"test-client/1.0")]
     fields += [(k.encode(), v.encode()) for k, v in headers]
-    return tutils.treq(
-        method=b"POST", path=path.encode(), headers=Headers(fields), content=raw, timestamp_start=t, timestamp_end=t + 0.01
-    )
+    return tutils.treq(method=b"POST", path=path.encode(), headers=Headers(fields), content=raw, timestamp_start=t, timestamp_end=t + 0.01)
 
 
 def json_response(body: dict, t: float = 1001.0, headers: list[tuple[bytes, bytes]] = ()):
@@ -86,7 +84,11 @@ def test_stamps_lineage_and_records_the_call(addon, tmp_path):
     assert call["api"] == "openai-chat"
     assert call["response"]["output"]["text"] == "hi there"
     assert call["response"]["usage"] == {
-        "input_tokens": 12, "output_tokens": 3, "cache_read_tokens": 4, "cache_write_tokens": None, "reasoning_tokens": None,
+        "input_tokens": 12,
+        "output_tokens": 3,
+        "cache_read_tokens": 4,
+        "cache_write_tokens": None,
+        "reasoning_tokens": None,
     }
     assert call["scope"]["agent_id"] == session
     assert call["t_start"] == 1000.0 and call["t_first_byte"] == 1001.0 and call["t_end"] == pytest.approx(1001.1)
@@ -97,7 +99,8 @@ def test_harness_ids_give_the_same_lineage_dynamo_derives(addon):
     main = tflow.tflow(req=llm_request("/v1/messages?beta=true", body, [("X-Claude-Code-Session-Id", CLAUDE_SESSION)]))
     child = tflow.tflow(
         req=llm_request(
-            "/v1/messages?beta=true", body,
+            "/v1/messages?beta=true",
+            body,
             [("X-Claude-Code-Session-Id", CLAUDE_SESSION), ("x-claude-code-agent-id", "a745885e64195937a")],
         )
     )
@@ -193,7 +196,9 @@ SSE_CHAT = [
 
 def test_streamed_response_passes_through_chunk_by_chunk_and_is_saved(addon, tmp_path):
     body = {"model": "gpt-x", "stream": True, "messages": [{"role": "user", "content": "hello"}]}
-    response = tutils.tresp(headers=Headers([(b"content-type", b"text/event-stream")]), content=None, timestamp_start=1001, timestamp_end=1002)
+    response = tutils.tresp(
+        headers=Headers([(b"content-type", b"text/event-stream")]), content=None, timestamp_start=1001, timestamp_end=1002
+    )
     flow = tflow.tflow(req=llm_request("/v1/chat/completions", body), resp=response)
     run(addon, flow, stream_chunks=SSE_CHAT)
     assert flow.response.raw_content == b"".join(SSE_CHAT)  # what `-w` will save
@@ -207,9 +212,7 @@ def test_gzip_stream_is_forwarded_encoded_and_read_decoded(addon, tmp_path):
     body = {"model": "gpt-x", "stream": True, "messages": [{"role": "user", "content": "hello"}]}
     encoded = gzip.compress(b"".join(SSE_CHAT))
     chunks = [encoded[i : i + 7] for i in range(0, len(encoded), 7)]
-    response = tutils.tresp(
-        headers=Headers([(b"content-type", b"text/event-stream"), (b"content-encoding", b"gzip")]), content=None
-    )
+    response = tutils.tresp(headers=Headers([(b"content-type", b"text/event-stream"), (b"content-encoding", b"gzip")]), content=None)
     flow = tflow.tflow(req=llm_request("/v1/chat/completions", body), resp=response)
     run(addon, flow, stream_chunks=chunks)
     [call] = logged_calls(tmp_path)
@@ -336,7 +339,8 @@ def test_a_subagent_starting_before_its_parents_stream_has_ended_is_still_its_su
     body = {"model": "gpt-x", "stream": True, "messages": [{"role": "user", "content": "plan the release"}]}
     call = {"id": "call_1", "type": "function", "function": {"name": "delegate", "arguments": json.dumps({"task": task})}}
     events = [
-        b'data: {"id":"c2","choices":[{"index":0,"delta":{"role":"assistant","tool_calls":[%s]}}]}\n\n' % json.dumps({"index": 0, **call}).encode(),
+        b'data: {"id":"c2","choices":[{"index":0,"delta":{"role":"assistant","tool_calls":[%s]}}]}\n\n'
+        % json.dumps({"index": 0, **call}).encode(),
         b'data: {"id":"c2","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}\n\ndata: [DONE]\n\n',
     ]
     response = tutils.tresp(headers=Headers([(b"content-type", b"text/event-stream")]), content=None)
@@ -345,7 +349,13 @@ def test_a_subagent_starting_before_its_parents_stream_has_ended_is_still_its_su
     addon.responseheaders(parent)
     for chunk in events:
         parent.response.stream(chunk)
-    child = tflow.tflow(req=llm_request("/v1/chat/completions", {"model": "gpt-x", "messages": [{"role": "system", "content": "helper"}, {"role": "user", "content": task}]}, t=1000.5))
+    child = tflow.tflow(
+        req=llm_request(
+            "/v1/chat/completions",
+            {"model": "gpt-x", "messages": [{"role": "system", "content": "helper"}, {"role": "user", "content": task}]},
+            t=1000.5,
+        )
+    )
     addon.request(child)  # before the parent's end of stream
     assert child.request.headers["x-dynamo-parent-session-id"] == parent.request.headers["x-dynamo-session-id"]
     parent.response.stream(b"")
@@ -402,7 +412,13 @@ def test_a_new_trajectory_directory_replaces_only_the_writer(addon, tmp_path):
     pipeline = addon.pipeline
     addon.tctx.configure(addon, lineage_dir=str(tmp_path / "elsewhere"))
     assert addon.pipeline is pipeline and addon.writer.files.directory == tmp_path / "elsewhere"
-    run(addon, tflow.tflow(req=llm_request("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "x"}]}), resp=json_response(CHAT_REPLY)))
+    run(
+        addon,
+        tflow.tflow(
+            req=llm_request("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "x"}]}),
+            resp=json_response(CHAT_REPLY),
+        ),
+    )
     addon.done()
     assert len(list((tmp_path / "elsewhere").glob("trajectory-*.json"))) == 1
 
@@ -419,7 +435,8 @@ def test_live_and_offline_agree_on_a_subagent_that_overtakes_its_parents_stream_
     task = "Summarise the changes in the billing module"
     call = {"id": "call_1", "type": "function", "function": {"name": "delegate", "arguments": json.dumps({"task": task})}}
     events = [
-        b'data: {"id":"c2","choices":[{"index":0,"delta":{"role":"assistant","tool_calls":[%s]}}]}\n\n' % json.dumps({"index": 0, **call}).encode(),
+        b'data: {"id":"c2","choices":[{"index":0,"delta":{"role":"assistant","tool_calls":[%s]}}]}\n\n'
+        % json.dumps({"index": 0, **call}).encode(),
         b'data: {"id":"c2","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}\n\ndata: [DONE]\n\n',
     ]
     now = time.time()
@@ -431,7 +448,9 @@ def test_live_and_offline_agree_on_a_subagent_that_overtakes_its_parents_stream_
     for chunk in events:
         parent.response.stream(chunk)
     child_body = {"model": "gpt-x", "messages": [{"role": "system", "content": "helper"}, {"role": "user", "content": task}]}
-    child = tflow.tflow(req=llm_request("/v1/chat/completions", child_body, t=time.time()), resp=json_response(CHAT_REPLY, t=time.time() + 0.2))
+    child = tflow.tflow(
+        req=llm_request("/v1/chat/completions", child_body, t=time.time()), resp=json_response(CHAT_REPLY, t=time.time() + 0.2)
+    )
     run(addon, child)
     parent.response.stream(b"")
     parent.response.timestamp_end = time.time() + 0.5

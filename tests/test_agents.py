@@ -144,7 +144,7 @@ def claude_scenarios(project: Path, foreground: bool = False) -> dict[str, Scena
             [
                 "Nest. "
                 + script(
-                    tool("Agent", **agent("Middle task", tool("Agent", **agent("Inner task", bash, say("Inner done."))), say("Middle done."))),
+                    tool("Agent", **agent("Middle task", tool("Agent", **agent("Inner task", bash, say("Inner done."))), say("Middle done."))),  # noqa: E501
                     say("Outer done."),
                 )
             ],
@@ -177,7 +177,7 @@ def codex_scenarios(project: Path) -> dict[str, Scenario]:
         "subagent": Scenario(
             [
                 "Delegate. "
-                + script(CODEX_DISCOVER, tool("spawn_agent", **codex_spawn("Run a command", shell, say("Child done."))), CODEX_WAIT_ALL, say("All done."))
+                + script(CODEX_DISCOVER, tool("spawn_agent", **codex_spawn("Run a command", shell, say("Child done."))), CODEX_WAIT_ALL, say("All done."))  # noqa: E501
             ],
             "All done.", [[]], ["tool_search", SPAWN, WAIT], subagent_tools=[["exec_command"]],
         ),
@@ -186,7 +186,7 @@ def codex_scenarios(project: Path) -> dict[str, Scenario]:
                 "Two at once. "
                 + script(
                     CODEX_DISCOVER,
-                    tools(("spawn_agent", codex_spawn("First task", say("First done."))), ("spawn_agent", codex_spawn("Second task", shell, say("Second done.")))),
+                    tools(("spawn_agent", codex_spawn("First task", say("First done."))), ("spawn_agent", codex_spawn("Second task", shell, say("Second done.")))),  # noqa: E501
                     codex_wait(0),
                     codex_wait(1),
                     say("Both done."),
@@ -200,7 +200,7 @@ def codex_scenarios(project: Path) -> dict[str, Scenario]:
                 "Nest. "
                 + script(
                     CODEX_DISCOVER,
-                    tool("spawn_agent", **codex_spawn("Middle task", CODEX_DISCOVER, tool("spawn_agent", **codex_spawn("Inner task", shell, say("Inner done."))), CODEX_WAIT_ALL, say("Middle done."))),
+                    tool("spawn_agent", **codex_spawn("Middle task", CODEX_DISCOVER, tool("spawn_agent", **codex_spawn("Inner task", shell, say("Inner done."))), CODEX_WAIT_ALL, say("Middle done."))),  # noqa: E501
                     CODEX_WAIT_ALL,
                     say("Outer done."),
                 )
@@ -223,7 +223,7 @@ def gemini_scenarios(project: Path) -> dict[str, Scenario]:
             "Second answer.", [], ["run_shell_command"], turns=2,
         ),
         "subagent": Scenario(
-            [f"Delegate. {script(tool('invoke_agent', **gemini_agent('Run a command', shell, gemini_done('Child done.'))), say('All done.'))}"],
+            [f"Delegate. {script(tool('invoke_agent', **gemini_agent('Run a command', shell, gemini_done('Child done.'))), say('All done.'))}"],  # noqa: E501
             "All done.", [[]], ["invoke_agent"], subagent_tools=[["run_shell_command", "complete_task"]],
         ),
     }  # fmt: skip
@@ -248,7 +248,7 @@ def opencode_scenarios(project: Path) -> dict[str, Scenario]:
             [
                 "Two at once. "
                 + script(
-                    tools(("task", opencode_task("First task", say("First done."))), ("task", opencode_task("Second task", bash, say("Second done.")))),
+                    tools(("task", opencode_task("First task", say("First done."))), ("task", opencode_task("Second task", bash, say("Second done.")))),  # noqa: E501
                     say("Both done."),
                 )
             ],
@@ -368,7 +368,7 @@ def final_answer(session: Session) -> tuple[str, str]:
         assert result["is_error"] is False, run.describe()
         return result["session_id"], result["result"]
     if session.cli == "gemini":
-        result = json.loads(run.stdout[run.stdout.index("{"):])
+        result = json.loads(run.stdout[run.stdout.index("{") :])
         return result["session_id"], result["response"]
     if session.cli == "opencode":
         events = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
@@ -764,7 +764,13 @@ def test_upstream_answers_claude_side_requests(demo: DemoUpstream):
         {
             "model": "m",
             "messages": [{"role": "user", "content": "Rate it"}],
-            "response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": {"type": "object", "properties": {"score": {"type": "integer"}, "ok": {"type": "boolean"}}}}},
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "r",
+                    "schema": {"type": "object", "properties": {"score": {"type": "integer"}, "ok": {"type": "boolean"}}},
+                },
+            },
         },
     )
     assert json.loads(chat["choices"][0]["message"]["content"]) == {"score": 0, "ok": False}

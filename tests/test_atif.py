@@ -200,7 +200,12 @@ def test_a_system_step_only_when_the_prompt_changes() -> None:
 
 
 def test_agent_step_fields_metrics_and_lineage() -> None:
-    call = agent_call(1, new_turn=True, user="hi", usage=Usage(input_tokens=1000, output_tokens=50, cache_read_tokens=800, cache_write_tokens=100, reasoning_tokens=30))
+    call = agent_call(
+        1,
+        new_turn=True,
+        user="hi",
+        usage=Usage(input_tokens=1000, output_tokens=50, cache_read_tokens=800, cache_write_tokens=100, reasoning_tokens=30),
+    )
     call.response.output.reasoning = "think first"
     call.fields["reasoning"] = {"effort": "medium"}
     step = only([call])["steps"][2]
@@ -233,7 +238,12 @@ def test_agent_step_fields_metrics_and_lineage() -> None:
 def test_parallel_tool_calls_get_one_result_each_in_call_order() -> None:
     doc = only(
         [
-            agent_call(1, new_turn=True, user="compare", tools=[("a", "Read", {"path": "x"}), ("b", "Read", {"path": "y"}), ("a", "Read", {"path": "x"})]),
+            agent_call(
+                1,
+                new_turn=True,
+                user="compare",
+                tools=[("a", "Read", {"path": "x"}), ("b", "Read", {"path": "y"}), ("a", "Read", {"path": "x"})],
+            ),
             agent_call(2, results=[("b", "Y"), ("a", "X")]),
             agent_call(3, results=[("a", "X"), ("b", "Y")]),  # history resent: nothing changes
         ]
@@ -292,14 +302,27 @@ def test_a_subagent_is_embedded_under_its_parent_with_a_resolving_ref() -> None:
     delegate = ("t-agent", "Agent", {"prompt": "count the files"})
     calls = [
         agent_call(1, new_turn=True, user="delegate this", tools=[delegate]),
-        agent_call(2, agent="child", parent=ROOT, user="count the files", tools=[("t-ls", "Bash", {"command": "ls"})], delegated_by="t-agent", system="You are a subagent."),
+        agent_call(
+            2,
+            agent="child",
+            parent=ROOT,
+            user="count the files",
+            tools=[("t-ls", "Bash", {"command": "ls"})],
+            delegated_by="t-agent",
+            system="You are a subagent.",
+        ),
     ]
     doc = only(calls)
     child = subagent(doc, "child")
     assert sources(child) == ["system", "user", "agent"]
     assert child["steps"][1]["message"] == "count the files"
     assert child["session_id"] == ROOT and child["schema_version"] == "ATIF-v1.7"
-    assert child["agent"]["extra"] == {"client": "127.0.0.1 claude-cli/2.1.197 (external, sdk-cli)", "depth": 1, "parent_agent_id": ROOT, "parent_tool_call_id": "t-agent"}
+    assert child["agent"]["extra"] == {
+        "client": "127.0.0.1 claude-cli/2.1.197 (external, sdk-cli)",
+        "depth": 1,
+        "parent_agent_id": ROOT,
+        "parent_tool_call_id": "t-agent",
+    }
     ref = {"trajectory_id": "child", "session_id": ROOT}
     assert results_of(doc["steps"][2]) == [{"source_call_id": "t-agent", "content": "", "subagent_trajectory_ref": [ref]}]
 
@@ -308,9 +331,16 @@ def test_a_subagent_is_embedded_under_its_parent_with_a_resolving_ref() -> None:
         agent_call(4, results=[("t-agent", "3 files\nagentId: child")], text="There are 3 files."),
     ]
     doc = only(calls)
-    assert results_of(doc["steps"][2]) == [{"source_call_id": "t-agent", "content": "3 files\nagentId: child", "subagent_trajectory_ref": [ref]}]
+    assert results_of(doc["steps"][2]) == [
+        {"source_call_id": "t-agent", "content": "3 files\nagentId: child", "subagent_trajectory_ref": [ref]}
+    ]
     assert sources(subagent(doc, "child")) == ["system", "user", "agent", "agent"]
-    assert lineage(doc)["agents"]["child"] == {"parent_id": ROOT, "depth": 1, "first_seen": iso_timestamp(T0 + 2), "evidence": {"agent": "test"}}
+    assert lineage(doc)["agents"]["child"] == {
+        "parent_id": ROOT,
+        "depth": 1,
+        "first_seen": iso_timestamp(T0 + 2),
+        "evidence": {"agent": "test"},
+    }
 
 
 def test_a_delegation_learnt_from_the_parents_later_call() -> None:
@@ -325,7 +355,11 @@ def test_a_delegation_learnt_from_the_parents_later_call() -> None:
     doc = only(calls)
     assert subagent(doc, "child")["agent"]["extra"]["parent_tool_call_id"] == "t-agent"
     assert results_of(doc["steps"][2]) == [
-        {"source_call_id": "t-agent", "content": "agentId: child", "subagent_trajectory_ref": [{"trajectory_id": "child", "session_id": ROOT}]}
+        {
+            "source_call_id": "t-agent",
+            "content": "agentId: child",
+            "subagent_trajectory_ref": [{"trajectory_id": "child", "session_id": ROOT}],
+        }
     ]
 
 
@@ -345,7 +379,9 @@ def test_a_nested_subagent_is_nested_in_its_parents_trajectory() -> None:
     doc = only(
         [
             agent_call(1, new_turn=True, user="go", tools=[("t1", "Agent", {"prompt": "level one"})]),
-            agent_call(2, agent="child", parent=ROOT, user="level one", tools=[("t2", "Agent", {"prompt": "level two"})], delegated_by="t1"),
+            agent_call(
+                2, agent="child", parent=ROOT, user="level one", tools=[("t2", "Agent", {"prompt": "level two"})], delegated_by="t1"
+            ),
             agent_call(3, agent="grandchild", parent="child", user="level two", delegated_by="t2"),
         ]
     )
@@ -390,7 +426,13 @@ def test_an_agent_known_first_as_a_parent_moves_under_its_own_parent_when_it_cal
     assert [s["trajectory_id"] for s in doc["subagent_trajectories"]] == ["middle"]
     middle = subagent(doc, "middle")
     assert middle["steps"] == [  # a placeholder, dated at the session's start
-        {"step_id": 1, "timestamp": iso_timestamp(T0 + 1), "source": "system", "message": "", "extra": {"agent_lineage": {"no_agent_calls": True}}}
+        {
+            "step_id": 1,
+            "timestamp": iso_timestamp(T0 + 1),
+            "source": "system",
+            "message": "",
+            "extra": {"agent_lineage": {"no_agent_calls": True}},
+        }
     ]
     doc = only(
         [
@@ -442,7 +484,13 @@ def test_side_requests_are_listed_in_the_root_extra_not_as_steps() -> None:
 def test_a_session_of_side_requests_only_is_still_a_valid_trajectory() -> None:
     doc = only([agent_call(0, side="probe", usage=Usage(), user_agent="Bun/1.4.0")])
     assert doc["steps"] == [
-        {"step_id": 1, "timestamp": iso_timestamp(T0), "source": "system", "message": "", "extra": {"agent_lineage": {"no_agent_calls": True}}}
+        {
+            "step_id": 1,
+            "timestamp": iso_timestamp(T0),
+            "source": "system",
+            "message": "",
+            "extra": {"agent_lineage": {"no_agent_calls": True}},
+        }
     ]
     assert doc["agent"] == {"name": "claude-code", "version": "unknown", "extra": {"depth": 0}}
 
@@ -646,9 +694,20 @@ def example() -> dict[str, Any]:
         [
             agent_call(1, new_turn=True, user="fix the test", tools=[("call_01_pytest", "bash", {"command": "pytest"})]),
             agent_call(2, results=[("call_01_pytest", "1 failed")], tools=[("call_02_delegate", "delegate", {"task": "find the callers"})]),
-            agent_call(3, agent="traj-sub-search-01", parent=ROOT, user="find the callers", delegated_by="call_02_delegate", tools=[("sub_01", "bash", {})]),
+            agent_call(
+                3,
+                agent="traj-sub-search-01",
+                parent=ROOT,
+                user="find the callers",
+                delegated_by="call_02_delegate",
+                tools=[("sub_01", "bash", {})],
+            ),
             agent_call(4, agent="traj-sub-search-01", parent=ROOT, results=[("sub_01", "cli.py:17")], text="cli.py calls it"),
-            agent_call(5, results=[("call_02_delegate", "cli.py calls it")], tools=[("call_03_edit", "edit_file", {}), ("call_04_pytest", "bash", {})]),
+            agent_call(
+                5,
+                results=[("call_02_delegate", "cli.py calls it")],
+                tools=[("call_03_edit", "edit_file", {}), ("call_04_pytest", "bash", {})],
+            ),
             agent_call(6, results=[("call_03_edit", "edited"), ("call_04_pytest", "12 passed")], text="Fixed."),
         ]
     )

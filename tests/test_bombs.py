@@ -123,7 +123,9 @@ def addon(tmp_path: Path):
 
     addon = lineage.Lineage()
     with taddons.context(addon) as tctx:
-        tctx.configure(addon, lineage_dir=str(tmp_path / "traces"), lineage_calls_log=str(tmp_path / "calls.jsonl"), lineage_max_decoded="1m")
+        tctx.configure(
+            addon, lineage_dir=str(tmp_path / "traces"), lineage_calls_log=str(tmp_path / "calls.jsonl"), lineage_max_decoded="1m"
+        )
         addon.tctx = tctx
         yield addon
         addon.done()
@@ -153,9 +155,18 @@ def test_bombs_pass_the_addon_byte_for_byte_and_are_recorded_as_not_observed(add
     assert flow.request.raw_content == request_bomb and flow.request.headers.fields == before.headers.fields
 
     plain = dict(request)  # a readable request whose streamed answer is a bomb
-    flow = tflow.tflow(req=tutils.treq(method=b"POST", path=P.CHAT_PATH.encode(), headers=Headers([(b"content-type", b"application/json")]), content=orjson.dumps(plain)))
+    flow = tflow.tflow(
+        req=tutils.treq(
+            method=b"POST",
+            path=P.CHAT_PATH.encode(),
+            headers=Headers([(b"content-type", b"application/json")]),
+            content=orjson.dumps(plain),
+        )
+    )
     addon.request(flow)
-    flow.response = tutils.tresp(headers=Headers([(b"content-type", b"text/event-stream"), (b"content-encoding", encoding.encode())]), content=b"")
+    flow.response = tutils.tresp(
+        headers=Headers([(b"content-type", b"text/event-stream"), (b"content-encoding", encoding.encode())]), content=b""
+    )
     addon.responseheaders(flow)
     body = bomb(encoding, stream)
     chunks = [body[i : i + 4096] for i in range(0, len(body), 4096)]

@@ -92,7 +92,9 @@ def test_convert_options_reach_the_pipeline(tmp_path: Path, capsys: pytest.Captu
         ([], "the following arguments are required: COMMAND"),
     ],
 )
-def test_usage_and_input_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, argv: list[str], message: str) -> None:
+def test_usage_and_input_errors_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, argv: list[str], message: str
+) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "{garbage}").write_text("this is not a flow file: [1, 2")
     code, out, err = run(capsys, *argv)
@@ -134,8 +136,11 @@ def test_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 1
     lines = out.splitlines()
     assert lines[0] == f"{good}: ok"
-    assert f"{bad}: steps[1].message: must be present (\"\" is allowed)" in lines
-    assert any(line.startswith(f"{bad}: steps[2].observation.results[0].subagent_trajectory_ref[0]: trajectory_id 'a745885e64195937a'") for line in lines)
+    assert f'{bad}: steps[1].message: must be present ("" is allowed)' in lines
+    assert any(
+        line.startswith(f"{bad}: steps[2].observation.results[0].subagent_trajectory_ref[0]: trajectory_id 'a745885e64195937a'")
+        for line in lines
+    )
     assert lines[-1].startswith(f"{tmp_path / 'text.json'}: not JSON")
 
     code, _, err = run(capsys, "validate", str(good), str(tmp_path / "missing.json"))
@@ -154,9 +159,9 @@ def test_summary_of_a_claude_session_with_a_subagent(tmp_path: Path, capsys: pyt
         "session 262845dd…  claude-code 2.1.197",
         "1 turn · 2 agents (1 subagent) · 8 steps · tokens prompt 400, completion 80, cached 0",
         "side requests: probe ×1",
-        "main 262845dd… · 4 steps (system 1, user 1, agent 2) · tools Agent ×1 · 1 observation · tokens 200/40/0 (prompt/completion/cached)",
-        '  turn 1 (steps 1–4): 4 steps (system 1, user 1, agent 2) · tools Agent ×1 · 1 observation · "AW_AGENT delegate this to a subagent"',
-        "└─ subagent a745885e… via step 3 `Agent` · 4 steps (system 1, user 1, agent 2) · tools Bash ×1 · 1 observation · tokens 200/40/0 (prompt/completion/cached)",
+        "main 262845dd… · 4 steps (system 1, user 1, agent 2) · tools Agent ×1 · 1 observation · tokens 200/40/0 (prompt/completion/cached)",  # noqa: E501
+        '  turn 1 (steps 1–4): 4 steps (system 1, user 1, agent 2) · tools Agent ×1 · 1 observation · "AW_AGENT delegate this to a subagent"',  # noqa: E501
+        "└─ subagent a745885e… via step 3 `Agent` · 4 steps (system 1, user 1, agent 2) · tools Bash ×1 · 1 observation · tokens 200/40/0 (prompt/completion/cached)",  # noqa: E501
         '     task "AW_SUBTASK: use the Bash tool to run `echo from-…"',
     ]
 
@@ -174,7 +179,9 @@ def test_summary_nests_subagents_and_shortens_ids_to_what_tells_them_apart(tmp_p
     lines = out.splitlines()
     assert lines[2].startswith("2 turns · 5 agents (4 subagents)")
     at = next(i for i, line in enumerate(lines) if line.startswith("├─ subagent "))
-    assert lines[at].startswith(f"├─ subagent {first['trajectory_id']} via step 3 `billing_expert`")  # only the full id tells the twins apart
+    assert lines[at].startswith(
+        f"├─ subagent {first['trajectory_id']} via step 3 `billing_expert`"
+    )  # only the full id tells the twins apart
     assert lines[at + 1].startswith("│    task ")
     assert lines[at + 2].startswith(f"│  └─ subagent {second['trajectory_id']} (delegating call unknown)")
     assert lines[at + 3].startswith("│       task ")
@@ -234,7 +241,9 @@ def test_diff_finds_a_missing_tool_call(tmp_path: Path, capsys: pytest.CaptureFi
     step = changed["steps"][6]  # turn 2, two parallel agents-as-tools calls
     dropped = step["tool_calls"].pop()
     step["observation"]["results"] = [r for r in step["observation"]["results"] if r["source_call_id"] != dropped["tool_call_id"]]
-    changed["subagent_trajectories"] = [s for s in changed["subagent_trajectories"] if s["agent"]["extra"]["parent_tool_call_id"] != dropped["tool_call_id"]]
+    changed["subagent_trajectories"] = [
+        s for s in changed["subagent_trajectories"] if s["agent"]["extra"]["parent_tool_call_id"] != dropped["tool_call_id"]
+    ]
     code, lines = diff(tmp_path, capsys, agents, changed)
     assert code == 1
     assert lines == [

@@ -177,7 +177,9 @@ def test_anthropic_request_subagent_and_string_system() -> None:
     assert sub.fields["thinking"] == {"type": "disabled"}
     assert sub.messages[0].text.endswith("\nAW_SUBTASK: run it")
 
-    sdk = P.parse_request("/v1/messages", {"model": "claude-x", "max_tokens": 10, "system": "Be terse.", "messages": [{"role": "user", "content": "hi"}]})
+    sdk = P.parse_request(
+        "/v1/messages", {"model": "claude-x", "max_tokens": 10, "system": "Be terse.", "messages": [{"role": "user", "content": "hi"}]}
+    )
     assert sdk.system == "Be terse." and sdk.stream is False
     assert sdk.messages == [Message("user", "hi")]
     assert sdk.tools == [] and sdk.fields == {"max_tokens": 10}
@@ -244,7 +246,12 @@ def test_anthropic_json_response_text_and_errors() -> None:
 
 
 SERVER_TOOL_CONTENT = [
-    {"type": "server_tool_use", "id": "srvtoolu_014hJH82Qum7Td6UV8gDXThB", "name": "web_search", "input": {"query": "mitmproxy 11 release"}},
+    {
+        "type": "server_tool_use",
+        "id": "srvtoolu_014hJH82Qum7Td6UV8gDXThB",
+        "name": "web_search",
+        "input": {"query": "mitmproxy 11 release"},
+    },
     {
         "type": "web_search_tool_result",
         "tool_use_id": "srvtoolu_014hJH82Qum7Td6UV8gDXThB",
@@ -275,7 +282,9 @@ def test_anthropic_stream_details() -> None:
     assert r.usage == PARALLEL_USAGE and r.stop_reason == "tool_use" and r.complete
     assert [c.id for c in r.output.tool_calls] == ["toolu_01A09q90qw90lq917835lq9", "toolu_01B12r34st56uv78wx90yz1"]
     server = P.stream_response(P.ANTHROPIC_PATH, P.sse(P.anthropic_events(ANTHROPIC_MESSAGES["server_tool"])))
-    assert server.output.tool_calls == [ToolCall("srvtoolu_014hJH82Qum7Td6UV8gDXThB", "web_search", '{"query":"mitmproxy 11 release"}', "server")]
+    assert server.output.tool_calls == [
+        ToolCall("srvtoolu_014hJH82Qum7Td6UV8gDXThB", "web_search", '{"query":"mitmproxy 11 release"}', "server")
+    ]
     assert server.output.text == "mitmproxy 11 was released in 2024."
 
 
@@ -377,7 +386,18 @@ def test_chat_request() -> None:
     assert call.api == "openai-chat" and call.model == P.CHAT_MODEL and call.stream and call.side is None
     # Only the leading system/developer messages are the system prompt; a later one stays.
     assert call.system == "You are a weather bot.\nAnswer in metric units."
-    assert [m.role for m in call.messages] == ["user", "assistant", "tool", "tool", "system", "assistant", "user", "assistant", "tool", "assistant"]
+    assert [m.role for m in call.messages] == [
+        "user",
+        "assistant",
+        "tool",
+        "tool",
+        "system",
+        "assistant",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+    ]
     user, calls, r1, r2, system, answer, _, legacy, legacy_result, refusal = call.messages
     assert user == Message("user", "Weather in Zürich and Tokyo?")
     assert calls.text == "" and calls.tool_calls == [
@@ -443,19 +463,31 @@ def test_chat_json_response() -> None:
     assert r.id == "chatcmpl-BhxK1yVQ3v0s9Zq" and r.model == P.CHAT_MODEL
     assert r.stop_reason == "tool_calls" and r.complete and r.error is None
     assert r.usage == CHAT_USAGE
-    assert r.output == Message("assistant", tool_calls=[ToolCall(c["id"], "get_weather", c["function"]["arguments"]) for c in P.CHAT_PARALLEL_MESSAGE["tool_calls"]])
+    assert r.output == Message(
+        "assistant",
+        tool_calls=[ToolCall(c["id"], "get_weather", c["function"]["arguments"]) for c in P.CHAT_PARALLEL_MESSAGE["tool_calls"]],
+    )
     assert [c.parsed_arguments() for c in r.output.tool_calls] == [{"city": "Zürich"}, {"city": "東京"}]
 
     reasoning = P.parse_json_response(P.CHAT_PATH, CHAT_COMPLETIONS["reasoning"])
     assert reasoning.output == Message("assistant", "42.", "Think: 6 × 7 = 42.")
     vllm = P.parse_json_response(P.CHAT_PATH, P.chat_completion({"role": "assistant", "content": "ok", "reasoning": "hmm"}))
     assert vllm.output.reasoning == "hmm"
-    no_usage = P.parse_json_response(P.CHAT_PATH, {"id": "x", "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "length"}]})
+    no_usage = P.parse_json_response(
+        P.CHAT_PATH, {"id": "x", "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "length"}]}
+    )
     assert no_usage.usage == Usage() and no_usage.stop_reason == "length" and no_usage.output.text == "hi"
 
 
 def test_chat_json_errors() -> None:
-    body = {"error": {"message": "This model's maximum context length is 128000 tokens.", "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}
+    body = {
+        "error": {
+            "message": "This model's maximum context length is 128000 tokens.",
+            "type": "invalid_request_error",
+            "param": "messages",
+            "code": "context_length_exceeded",
+        }
+    }
     r = P.parse_json_response(P.CHAT_PATH, body)
     assert r == Response(error="invalid_request_error: This model's maximum context length is 128000 tokens.", complete=True)
     assert P.parse_json_response(P.CHAT_PATH, {"error": "upstream timeout"}).error == "upstream timeout"
@@ -583,11 +615,24 @@ def test_responses_request_codex() -> None:
     assert call.api == "openai-responses" and call.model == P.CODEX_MODEL and call.stream and call.side is None
     # No `instructions`: the leading developer items are the system prompt.
     assert call.system == P.CODEX_BASE_PROMPT + "\n" + P.CODEX_SKILLS
-    assert [m.role for m in call.messages] == ["user", "user", "assistant", "tool", "assistant", "tool", "assistant", "tool", "assistant", "user"]
+    assert [m.role for m in call.messages] == [
+        "user",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "tool",
+        "assistant",
+        "tool",
+        "assistant",
+        "user",
+    ]
     env, prompt, search, found, turn, outputs, patch, patched, answer, note = call.messages
     assert env == Message("user", P.CODEX_ENV)
     assert prompt == Message("user", "AW_AGENT delegate this to a subagent")
-    assert search == Message("assistant", tool_calls=[ToolCall("call_ts_0001", "tool_search", '{"query":"spawn agent sub-agent","limit":8}', "tool_search")])
+    assert search == Message(
+        "assistant", tool_calls=[ToolCall("call_ts_0001", "tool_search", '{"query":"spawn agent sub-agent","limit":8}', "tool_search")]
+    )
     assert found.tool_results[0].call_id == "call_ts_0001"
     assert orjson.loads(found.tool_results[0].content) == TOOL_SEARCH_OUTPUT["tools"]
     # Reasoning + message + two function calls of one output: ONE assistant message.
@@ -595,14 +640,18 @@ def test_responses_request_codex() -> None:
     assert turn.reasoning == "**Planning** run the build and spawn a helper."
     assert turn.tool_calls == [
         ToolCall("call_K2mJx7Hq0001", "exec_command", '{"cmd": "make -j8 && echo ok"}', "function"),
-        ToolCall("call_K2mJx7Hq0002", "multi_agent_v1.spawn_agent", '{"message": "Read build.log and summarise the warnings."}', "function"),
+        ToolCall(
+            "call_K2mJx7Hq0002", "multi_agent_v1.spawn_agent", '{"message": "Read build.log and summarise the warnings."}', "function"
+        ),
     ]
     # Consecutive outputs: ONE tool message.
     assert outputs == Message("tool", tool_results=[ToolResult("call_K2mJx7Hq0001", "ok"), ToolResult("call_K2mJx7Hq0002", SPAWN_OUTPUT)])
     assert patch.tool_calls == [ToolCall("call_patch_0001", "apply_patch", CUSTOM_CALL["input"], "custom")]
     assert patched.tool_results == [ToolResult("call_patch_0001", "Success. Updated a.py")]
     # A server-side web search and the answer after it are one assistant output.
-    assert answer == Message("assistant", "Done.", tool_calls=[ToolCall("ws_0001", "web_search", '{"type":"search","query":"codex cli"}', "server")])
+    assert answer == Message(
+        "assistant", "Done.", tool_calls=[ToolCall("ws_0001", "web_search", '{"type":"search","query":"codex cli"}', "server")]
+    )
     assert note.role == "user" and note.text.startswith("<subagent_notification>")
 
     assert [t.name for t in call.tools] == ["exec_command", "apply_patch", "tool_search", "web_search"]
@@ -675,17 +724,39 @@ def test_responses_malformed_request(body: dict[str, Any]) -> None:
 RESPONSES_USAGE = Usage(input_tokens=27000, output_tokens=410, cache_read_tokens=26112, reasoning_tokens=256)
 
 RESPONSES_BODIES = {
-    "text": P.responses_body([{"type": "message", "id": "msg_1", "role": "assistant", "status": "completed", "content": [{"type": "output_text", "text": "Hello from Codex — ünïcödé 🎉", "annotations": []}]}]),
+    "text": P.responses_body(
+        [
+            {
+                "type": "message",
+                "id": "msg_1",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": "Hello from Codex — ünïcödé 🎉", "annotations": []}],
+            }
+        ]
+    ),
     "parallel": P.responses_body(P.RESPONSES_PARALLEL_OUTPUT),
     "tool_search": P.responses_body([TOOL_SEARCH_CALL]),
     "custom_tool": P.responses_body([CUSTOM_CALL]),
-    "web_search": P.responses_body([WEB_SEARCH, {"type": "message", "id": "msg_2", "role": "assistant", "status": "completed", "content": [{"type": "output_text", "text": "Found it.", "annotations": []}]}]),
+    "web_search": P.responses_body(
+        [
+            WEB_SEARCH,
+            {
+                "type": "message",
+                "id": "msg_2",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": "Found it.", "annotations": []}],
+            },
+        ]
+    ),
     "incomplete": P.responses_body(
         [{"type": "reasoning", "id": "rs_9", "summary": [{"type": "summary_text", "text": "Long thought"}]}],
         status="incomplete",
         incomplete_details={"reason": "max_output_tokens"},
     ),
-    "failed": P.responses_body([], status="failed", usage={"input_tokens": 10, "output_tokens": 0}) | {"error": {"code": "server_error", "message": "The model failed to generate a response."}},
+    "failed": P.responses_body([], status="failed", usage={"input_tokens": 10, "output_tokens": 0})
+    | {"error": {"code": "server_error", "message": "The model failed to generate a response."}},
 }
 
 
@@ -696,7 +767,10 @@ def test_responses_json_response() -> None:
     assert r.usage == RESPONSES_USAGE
     assert r.output.text == "Running the build while a helper reads the logs — ✓."
     assert r.output.reasoning == "**Planning** run the build and spawn a helper."
-    assert [(c.id, c.name) for c in r.output.tool_calls] == [("call_K2mJx7Hq0001", "exec_command"), ("call_K2mJx7Hq0002", "multi_agent_v1.spawn_agent")]
+    assert [(c.id, c.name) for c in r.output.tool_calls] == [
+        ("call_K2mJx7Hq0001", "exec_command"),
+        ("call_K2mJx7Hq0002", "multi_agent_v1.spawn_agent"),
+    ]
 
     custom = P.parse_json_response(P.RESPONSES_PATH, RESPONSES_BODIES["custom_tool"])
     assert custom.output.tool_calls == [ToolCall("call_patch_0001", "apply_patch", CUSTOM_CALL["input"], "custom")]
@@ -713,7 +787,9 @@ def test_responses_json_response() -> None:
 
 def test_responses_json_errors() -> None:
     body = {"error": {"message": "Invalid 'input[3].call_id'", "type": "invalid_request_error", "param": "input", "code": None}}
-    assert P.parse_json_response(P.RESPONSES_PATH, body) == Response(error="invalid_request_error: Invalid 'input[3].call_id'", complete=True)
+    assert P.parse_json_response(P.RESPONSES_PATH, body) == Response(
+        error="invalid_request_error: Invalid 'input[3].call_id'", complete=True
+    )
     with pytest.raises(MalformedBody):
         P.parse_json_response(P.RESPONSES_PATH, "oops")
 
@@ -779,13 +855,17 @@ def test_responses_stream_failed_and_error_events() -> None:
     assert failed.complete is True and failed.stop_reason == "failed"
 
     events = P.responses_events(RESPONSES_BODIES["text"])[:5]
-    events.append(("error", {"type": "error", "code": "rate_limit_exceeded", "message": "Rate limit reached", "param": None, "sequence_number": 5}))
+    events.append(
+        ("error", {"type": "error", "code": "rate_limit_exceeded", "message": "Rate limit reached", "param": None, "sequence_number": 5})
+    )
     r = P.stream_response(P.RESPONSES_PATH, P.sse(events))
     assert r.error == "rate_limit_exceeded: Rate limit reached"
     assert r.complete is False and r.id == "resp_68a1f0c2b3d4e5f6"
     assert r.output.text and "Hello from Codex — ünïcödé 🎉".startswith(r.output.text)
 
-    nested = P.stream_response(P.RESPONSES_PATH, P.sse([("error", {"type": "error", "error": {"type": "server_error", "message": "boom"}})]))
+    nested = P.stream_response(
+        P.RESPONSES_PATH, P.sse([("error", {"type": "error", "error": {"type": "server_error", "message": "boom"}})])
+    )
     assert nested.error == "server_error: boom" and nested.output is None
 
 
@@ -815,11 +895,16 @@ def echo_cases() -> list[tuple[str, str, bytes, dict[str, Any], Any]]:
         results = [{"type": "tool_result", "tool_use_id": b["id"], "content": "ok"} for b in content if b["type"] == "tool_use"]
         follow = [{"role": "user", "content": results}] if results else [P.claude_user("next")]
         messages = [P.claude_user("go"), {"role": "system", "content": "Agent types"}, {"role": "assistant", "content": content}, *follow]
-        cases.append((f"anthropic-{name}", P.ANTHROPIC_PATH, P.sse(P.anthropic_events(message)), message, (P.claude_code_request(messages), 2)))
+        cases.append(
+            (f"anthropic-{name}", P.ANTHROPIC_PATH, P.sse(P.anthropic_events(message)), message, (P.claude_code_request(messages), 2))
+        )
     for name, completion in CHAT_COMPLETIONS.items():
         echoed = dict(completion["choices"][0]["message"])  # as the SDK dumps it: content None, refusal None
         results = [{"role": "tool", "tool_call_id": c["id"], "content": "ok"} for c in echoed.get("tool_calls") or []]
-        body = {"model": P.CHAT_MODEL, "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "go"}, echoed, *results]}
+        body = {
+            "model": P.CHAT_MODEL,
+            "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "go"}, echoed, *results],
+        }
         cases.append((f"chat-{name}", P.CHAT_PATH, P.sse(P.chat_events(completion)), completion, (body, 1)))
     for name, response in RESPONSES_BODIES.items():
         if not response["output"]:
@@ -838,7 +923,9 @@ ECHO_CASES = echo_cases()
 
 
 @pytest.mark.parametrize("name, path, stream, whole, request_body", ECHO_CASES, ids=[c[0] for c in ECHO_CASES])
-def test_response_fingerprint_equals_its_echo(name: str, path: str, stream: bytes, whole: Any, request_body: tuple[dict[str, Any], int]) -> None:
+def test_response_fingerprint_equals_its_echo(
+    name: str, path: str, stream: bytes, whole: Any, request_body: tuple[dict[str, Any], int]
+) -> None:
     body, position = request_body
     call = P.parse_request(path, body)
     echoed = call.messages[position]
@@ -898,7 +985,15 @@ def parse_flow(flow: Any) -> tuple[Call, Response]:
     return call, response
 
 
-RECORDINGS = ["real/cc_b_tool", "real/cc_c_subagent", "real/cx_b_tool", "real/cx_c_subagent", "real/sdk_python", "idless/oa_a_two_turns", "idless/oa_b_agents_as_tools"]
+RECORDINGS = [
+    "real/cc_b_tool",
+    "real/cc_c_subagent",
+    "real/cx_b_tool",
+    "real/cx_c_subagent",
+    "real/sdk_python",
+    "idless/oa_a_two_turns",
+    "idless/oa_b_agents_as_tools",
+]
 
 
 def tool_name(call: ToolCall) -> str:

@@ -20,7 +20,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # The line's fields (README, "The console line"); the e2e test parses mitmdump's output with it.
 LINE = re.compile(
     r"(?P<mark>.) (?P<client>\S+) +(?P<session>\S{8}) t(?P<turn>\d+) (?P<path>.+?)(?: NEW (?P<event>[A-Z]+))?(?: side:(?P<side>\S+))?"
-    r"  (?P<api>\S+) (?P<model>\S+)  (?P<status>.+?)  (?P<timing>\S+→\S+)(?:  in (?P<tokens>.+?))?(?:  tools (?P<tools>.+?))?  by (?P<evidence>\S+)$"
+    r"  (?P<api>\S+) (?P<model>\S+)  (?P<status>.+?)  (?P<timing>\S+→\S+)(?:  in (?P<tokens>.+?))?(?:  tools (?P<tools>.+?))?  by (?P<evidence>\S+)$"  # noqa: E501
 )
 HARNESS = {"agent": "harness:header:x-claude-code-session-id", "root_id": "header:x-claude-code-session-id"}
 
@@ -53,7 +53,9 @@ def finished_call(scope: Scope, n: int = 1, **changes) -> Call:
 
 def root(turn: int = 1, new_turn: bool = False, **changes) -> Scope:
     evidence = {**HARNESS, "turn": "fresh-user-message"} if new_turn else dict(HARNESS)
-    return Scope(session_id=SESSION, agent_id=SESSION, turn=turn, new_turn=new_turn, client_name="claude-code", evidence=evidence, **changes)
+    return Scope(
+        session_id=SESSION, agent_id=SESSION, turn=turn, new_turn=new_turn, client_name="claude-code", evidence=evidence, **changes
+    )
 
 
 def sub(agent: str, parent: str, depth: int) -> Scope:
@@ -81,11 +83,11 @@ def test_a_session_its_subagents_and_its_next_turn_stand_out(caplog):
     ]
     lines = lines_of(Console(), calls, caplog)
     assert lines == [
-        "● claude-code cf26c84a t1 main NEW SESSION  messages claude-sonnet-4-5  200  0.41s→2.30s  in 12.4k (11.9k cached) out 312  tools Read×2, Task  by harness-header+fresh-user-message",
-        "  claude-code cf26c84a t1 main  messages claude-sonnet-4-5  200  0.41s→2.30s  in 12.4k (11.9k cached) out 312  tools Read×2, Task  by harness-header",
-        "↳ claude-code cf26c84a t1 main › 4195937a NEW SUBAGENT  messages claude-sonnet-4-5  200  0.41s→2.30s  in 12.4k (11.9k cached) out 312  tools Read×2, Task  by harness-header+quotes-tool-argument",
-        "↳ claude-code cf26c84a t1 main › 4195937a › aa0bac85 NEW SUBAGENT  messages claude-sonnet-4-5  200  0.41s→2.30s  in 12.4k (11.9k cached) out 312  tools Read×2, Task  by harness-header+quotes-tool-argument",
-        "▶ claude-code cf26c84a t2 main NEW TURN  messages claude-sonnet-4-5  200  0.41s→2.30s  in 12.4k (11.9k cached) out 312  tools Read×2, Task  by harness-header+fresh-user-message",
+        "● claude-code cf26c84a t1 main NEW SESSION  messages claude-sonnet-4-5  200  0.41s→2.30s  in 12.4k (11.9k cached) out 312  tools Read×2, Task  by harness-header+fresh-user-message",  # noqa: E501
+        "  claude-code cf26c84a t1 main  messages claude-sonnet-4-5  200  0.41s→2.30s  in 12.4k (11.9k cached) out 312  tools Read×2, Task  by harness-header",  # noqa: E501
+        "↳ claude-code cf26c84a t1 main › 4195937a NEW SUBAGENT  messages claude-sonnet-4-5  200  0.41s→2.30s  in 12.4k (11.9k cached) out 312  tools Read×2, Task  by harness-header+quotes-tool-argument",  # noqa: E501
+        "↳ claude-code cf26c84a t1 main › 4195937a › aa0bac85 NEW SUBAGENT  messages claude-sonnet-4-5  200  0.41s→2.30s  in 12.4k (11.9k cached) out 312  tools Read×2, Task  by harness-header+quotes-tool-argument",  # noqa: E501
+        "▶ claude-code cf26c84a t2 main NEW TURN  messages claude-sonnet-4-5  200  0.41s→2.30s  in 12.4k (11.9k cached) out 312  tools Read×2, Task  by harness-header+fresh-user-message",  # noqa: E501
     ]
 
 
@@ -128,7 +130,13 @@ def test_a_call_without_a_response_has_no_timing_or_tokens(caplog):
 
 
 def test_the_client_is_the_harness_or_the_user_agents_product(caplog):
-    sdk = Scope(session_id="sess-0123456789abcdef", agent_id="sess-0123456789abcdef", turn=1, new_turn=True, evidence={"agent": "new-conversation", "session": "content-hash", "turn": "fresh-user-message"})
+    sdk = Scope(
+        session_id="sess-0123456789abcdef",
+        agent_id="sess-0123456789abcdef",
+        turn=1,
+        new_turn=True,
+        evidence={"agent": "new-conversation", "session": "content-hash", "turn": "fresh-user-message"},
+    )
     call = finished_call(sdk, api="openai-chat", headers={"user-agent": "OpenAI/Python 1.57.0"})
     [line] = lines_of(Console(), [call], caplog)
     assert line.startswith("● openai-python 89abcdef t1 main NEW SESSION  chat ")
@@ -192,7 +200,11 @@ def test_flow_comment_and_marker():
 
 def test_a_side_request_no_session_claimed_still_gets_its_line(caplog):
     pending = Scope(
-        session_id="side-0123456789abcdef", agent_id="side-0123456789abcdef", side="quota", pending=True, evidence={"agent": "pending:next-turn-of-client"}
+        session_id="side-0123456789abcdef",
+        agent_id="side-0123456789abcdef",
+        side="quota",
+        pending=True,
+        evidence={"agent": "pending:next-turn-of-client"},
     )
     [line] = lines_of(Console(), [finished_call(pending, side="quota")], caplog)
     assert line.startswith("· claude-cli  89abcdef t0 ? side:quota  messages")  # no harness id: the user agent names it
@@ -205,7 +217,12 @@ def test_short_ids_keep_the_end_where_uuid7_ids_differ():
 
 
 def test_deciding_evidence_names_the_rules_not_the_ids():
-    scope = Scope(session_id="s", agent_id="a", turn=1, evidence={"agent": "prefix", "messages": "prefix:a", "session": "side:claimed-by-next-turn-of-same-host"})
+    scope = Scope(
+        session_id="s",
+        agent_id="a",
+        turn=1,
+        evidence={"agent": "prefix", "messages": "prefix:a", "session": "side:claimed-by-next-turn-of-same-host"},
+    )
     assert deciding_evidence(scope) == "prefix+claimed-by-next-turn-of-same-host"
 
 

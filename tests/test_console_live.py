@@ -150,7 +150,9 @@ def test_mitmweb_shows_the_comment_the_marker_and_the_llm_call_view(upstream, tm
             run_demo_session(f"http://127.0.0.1:{port}", "anthropic-messages")
             web = f"http://127.0.0.1:{web_port}"
             flows = orjson.loads(urlopen(f"{web}/flows?token={token}", timeout=10).read())
-            views = [orjson.loads(urlopen(f"{web}/flows/{f['id']}/response/content/auto.json?token={token}", timeout=10).read()) for f in flows]
+            views = [
+                orjson.loads(urlopen(f"{web}/flows/{f['id']}/response/content/auto.json?token={token}", timeout=10).read()) for f in flows
+            ]
         finally:
             process.terminate()
             process.wait(timeout=15)
@@ -158,7 +160,11 @@ def test_mitmweb_shows_the_comment_the_marker_and_the_llm_call_view(upstream, tm
     comments = [flow["comment"] for flow in flows]
     session = comments[0].split(" · ")[0]
     assert [c.removeprefix(session) for c in comments] == [
-        " · main · turn 1", " · main · turn 1", *[comments[2].removeprefix(session)] * 2, " · main · turn 1", " · main · turn 2"
+        " · main · turn 1",
+        " · main · turn 1",
+        *[comments[2].removeprefix(session)] * 2,
+        " · main · turn 1",
+        " · main · turn 2",
     ]
     assert re.fullmatch(r" · main › \S{8} · turn 1", comments[2].removeprefix(session))
     assert [bool(flow["marked"]) for flow in flows] == [False, False, True, True, False, False]
@@ -173,7 +179,9 @@ def test_codex_over_a_websocket_gets_a_line_per_call_and_its_connection_a_commen
 
     ws_upstream = WebSocketUpstream()
     try:
-        proxy = mitmdump_factory(f"reverse:http://127.0.0.1:{ws_upstream.port}", "--set", "lineage_dir=", "-w", str(tmp_path / "flows.mitm"))
+        proxy = mitmdump_factory(
+            f"reverse:http://127.0.0.1:{ws_upstream.port}", "--set", "lineage_dir=", "-w", str(tmp_path / "flows.mitm")
+        )
         url = f"ws://127.0.0.1:{proxy.port}/backend-api/codex/responses"
         converse(url, codex_headers(SESSION))
         converse(url, codex_headers(CHILD, parent=SESSION))
@@ -182,7 +190,9 @@ def test_codex_over_a_websocket_gets_a_line_per_call_and_its_connection_a_commen
         ws_upstream.close()
     lines = [LINE.match(line) for line in console_lines(proxy.output())]
     child = f"main › {short_id(CHILD)}"
-    assert [(m["client"], m["session"], m["path"]) for m in lines] == [("codex", short_id(SESSION), path) for path in ["main", "main", child, child]]
+    assert [(m["client"], m["session"], m["path"]) for m in lines] == [
+        ("codex", short_id(SESSION), path) for path in ["main", "main", child, child]
+    ]
     assert lines[0]["event"] == "SESSION"
     saved = read_flows(tmp_path / "flows.mitm")
     assert [(f.comment, f.marked) for f in saved] == [

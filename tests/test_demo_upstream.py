@@ -21,9 +21,7 @@ from agent_lineage.demo import driver
 from agent_lineage.demo.upstream import DEFAULT_TEXT, EXHAUSTED_TEXT, DemoUpstream, ScriptError, find_script
 
 # Two parallel tool calls after some thinking, then a text answer.
-TOOLS_PROMPT = (
-    '[[script: think Two lookups at once. ; tools bash {"command": "ls"} read {"path": "README.md"} ; say All done.]]'
-)
+TOOLS_PROMPT = '[[script: think Two lookups at once. ; tools bash {"command": "ls"} read {"path": "README.md"} ; say All done.]]'
 SYSTEM = "You are a test agent. " * 20  # long enough that continuations report cached tokens
 CALLS = [("bash", {"command": "ls"}), ("read", {"path": "README.md"})]
 
@@ -121,9 +119,7 @@ def test_chat_completions(oai: openai.OpenAI):
     assert choice.message.reasoning_content == "Two lookups at once."
     assert first.usage.prompt_tokens > 0 and first.usage.prompt_tokens_details.cached_tokens == 0
 
-    with oai.chat.completions.stream(
-        model="demo-model", messages=messages, stream_options={"include_usage": True}
-    ) as stream:
+    with oai.chat.completions.stream(model="demo-model", messages=messages, stream_options={"include_usage": True}) as stream:
         streamed = stream.get_final_completion()
     calls = streamed.choices[0].message.tool_calls
     assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == CALLS
@@ -156,9 +152,7 @@ def test_responses(oai: openai.OpenAI):
         streamed = stream.get_final_response()
     assert [e.sequence_number for e in events] == list(range(len(events)))
     assert events[0].type == "response.created" and events[-1].type == "response.completed"
-    assert {"response.function_call_arguments.delta", "response.reasoning_summary_text.delta"} <= {
-        e.type for e in events
-    }
+    assert {"response.function_call_arguments.delta", "response.reasoning_summary_text.delta"} <= {e.type for e in events}
     assert [(c.name, json.loads(c.arguments)) for c in streamed.output[1:]] == CALLS
 
     results = [{"type": "function_call_output", "call_id": c.call_id, "output": "ok"} for c in calls]
@@ -248,9 +242,7 @@ def test_injected_status(oai: openai.OpenAI, claude: anthropic.Anthropic):
         chat(oai, "[[status:503]]")
     assert oai_error.value.status_code == 503 and oai_error.value.body["type"] == "server_error"
     with pytest.raises(anthropic.APIStatusError) as claude_error:
-        claude.messages.create(
-            model="m", max_tokens=5, messages=[{"role": "user", "content": "[[status:529]]"}], stream=True
-        )
+        claude.messages.create(model="m", max_tokens=5, messages=[{"role": "user", "content": "[[status:529]]"}], stream=True)
     assert claude_error.value.status_code == 529
     assert claude_error.value.body["error"]["type"] == "overloaded_error"
 
@@ -305,9 +297,7 @@ def test_errors_and_routes(upstream: DemoUpstream, oai: openai.OpenAI, claude: a
 
 def test_requests_are_recorded(upstream: DemoUpstream, oai: openai.OpenAI):
     before = time.time()
-    oai.chat.completions.create(
-        model="m", messages=[{"role": "user", "content": "hi"}], extra_headers={"x-dynamo-session-id": "s-1"}
-    )
+    oai.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], extra_headers={"x-dynamo-session-id": "s-1"})
     (recorded,) = upstream.requests
     assert (recorded.method, recorded.path) == ("POST", "/v1/chat/completions")
     assert recorded.header("X-Dynamo-Session-Id") == "s-1"
@@ -375,11 +365,7 @@ def wire_independent(value: Any) -> Any:
     """A request body without what differs between streamed and JSON runs (stream flags, ids)."""
     if isinstance(value, dict):
         volatile = {"id", "call_id", "tool_call_id", "tool_use_id", "signature"}
-        return {
-            k: "*" if k in volatile else wire_independent(v)
-            for k, v in value.items()
-            if k not in ("stream", "stream_options")
-        }
+        return {k: "*" if k in volatile else wire_independent(v) for k, v in value.items() if k not in ("stream", "stream_options")}
     if isinstance(value, list):
         return [wire_independent(v) for v in value]
     return value

@@ -55,8 +55,10 @@ from dynamo_support import dynamo, requests_seen
 pytestmark = [pytest.mark.dynamo, pytest.mark.e2e]
 
 if dynamo.find_python312() is None:
-    pytest.skip("a real Dynamo frontend needs Python 3.12 (none found: no python3.12 on PATH or in pyenv; "
-                "set AGENT_LINEAGE_DYNAMO_PYTHON)", allow_module_level=True)
+    pytest.skip(
+        "a real Dynamo frontend needs Python 3.12 (none found: no python3.12 on PATH or in pyenv; set AGENT_LINEAGE_DYNAMO_PYTHON)",
+        allow_module_level=True,
+    )
 
 import anthropic  # noqa: E402
 import openai  # noqa: E402
@@ -150,8 +152,10 @@ def make_session(name: str, style: str, api: str, stream: bool, shape: str) -> S
             grandchild = helper(f"{label}x", child)
             child.replies = [Reply("I will hand the counting on.", [call(grandchild.task)]), Reply(f"{label}: counted by my helper.")]
         else:
-            child.replies = [Reply("Counting.", [ToolCall(shell, {"command": f"wc -l docs/{label}.md"})]),
-                             Reply(f"docs/{label}.md has 42 lines.")]
+            child.replies = [
+                Reply("Counting.", [ToolCall(shell, {"command": f"wc -l docs/{label}.md"})]),
+                Reply(f"docs/{label}.md has 42 lines."),
+            ]
         parent.children[task] = child
         return child
 
@@ -162,8 +166,12 @@ def make_session(name: str, style: str, api: str, stream: bool, shape: str) -> S
         root.replies = [look, Reply("Two helpers at once.", [call(a.task), call(b.task)]), Reply("Both docs have 42 lines.")]
     elif shape == "sequential":
         a, b = helper("alpha", root), helper("beta", root)
-        root.replies = [look, Reply("First helper.", [call(a.task)]), Reply("Second helper.", [call(b.task)]),
-                        Reply("Both docs have 42 lines.")]
+        root.replies = [
+            look,
+            Reply("First helper.", [call(a.task)]),
+            Reply("Second helper.", [call(b.task)]),
+            Reply("Both docs have 42 lines."),
+        ]
     else:
         a = helper("alpha", root, nested=True)
         root.replies = [look, Reply("One helper, who has a helper.", [call(a.task)]), Reply("The doc has 42 lines.")]
@@ -232,8 +240,13 @@ def harness_headers(session: SessionSpec, agent: AgentSpec, turn: int) -> dict[s
         session_id = harness_id("codex-thread", root)
         thread = harness_id("codex-thread", agent)
         parent = harness_id("codex-thread", agent.parent) if agent.parent else None
-        metadata = {"session_id": session_id, "thread_id": thread, "turn_id": f"{thread}-turn-{turn}",
-                    "thread_source": "subagent" if parent else "user", "agent_name": "/root" if not parent else f"/root/{agent.name}"}
+        metadata = {
+            "session_id": session_id,
+            "thread_id": thread,
+            "turn_id": f"{thread}-turn-{turn}",
+            "thread_source": "subagent" if parent else "user",
+            "agent_name": "/root" if not parent else f"/root/{agent.name}",
+        }
         headers = {"session-id": session_id, "thread-id": thread}
         if parent:
             headers["x-codex-parent-thread-id"] = parent
@@ -245,8 +258,15 @@ def harness_headers(session: SessionSpec, agent: AgentSpec, turn: int) -> dict[s
 
 
 # Headers Dynamo derives lineage from on its own (stripped for the control run).
-DYNAMO_HARNESS_HEADERS = {"x-claude-code-session-id", "x-claude-code-agent-id", "x-claude-code-parent-agent-id",
-                          "session-id", "thread-id", "x-codex-parent-thread-id", "x-codex-turn-metadata"}
+DYNAMO_HARNESS_HEADERS = {
+    "x-claude-code-session-id",
+    "x-claude-code-agent-id",
+    "x-claude-code-parent-agent-id",
+    "session-id",
+    "thread-id",
+    "x-codex-parent-thread-id",
+    "x-codex-turn-metadata",
+}
 
 
 # -- clients: one conversation per agent, in each wire API ------------------------------------------
@@ -275,8 +295,11 @@ class Conversation:
         delegate, argument, shell = TOOL_NAMES[session.style]
         self.tool_names = (delegate, shell)
         self.tool_params = {delegate: argument, shell: "command"}
-        self.system = (f"You are the {session.name} agent." if agent.parent is None
-                       else f"You are a helper agent of {session.name}. Do the task and report briefly.")
+        self.system = (
+            f"You are the {session.name} agent."
+            if agent.parent is None
+            else f"You are a helper agent of {session.name}. Do the task and report briefly."
+        )
 
     def nvext(self, key: str) -> dict:
         nvext = dynamo.replay_annotation(key)
@@ -304,13 +327,20 @@ class ChatConversation(Conversation):
 
     def title(self, key: str, headers: dict) -> Turn:
         messages = [{"role": "system", "content": TITLE_SYSTEM}, {"role": "user", "content": title_prompt(self.session)}]
-        completion = self.client.chat.completions.create(model=MODEL, messages=messages, max_tokens=64, extra_headers=headers,
-                                                         extra_body={"nvext": self.nvext(key)})
+        completion = self.client.chat.completions.create(
+            model=MODEL, messages=messages, max_tokens=64, extra_headers=headers, extra_body={"nvext": self.nvext(key)}
+        )
         return Turn(completion.choices[0].message.content or "", [], _worker_in_body(completion.model_extra))
 
     def send(self, key: str, headers: dict) -> Turn:
-        kwargs = dict(model=MODEL, messages=self.messages, tools=self.tools, max_tokens=1024,
-                      extra_headers=headers, extra_body={"nvext": self.nvext(key)})
+        kwargs = dict(
+            model=MODEL,
+            messages=self.messages,
+            tools=self.tools,
+            max_tokens=1024,
+            extra_headers=headers,
+            extra_body={"nvext": self.nvext(key)},
+        )
         worker = None
         if self.stream:
             text, calls = "", {}
@@ -332,8 +362,9 @@ class ChatConversation(Conversation):
             worker = _worker_in_body(completion.model_extra)
         assistant: dict = {"role": "assistant", "content": text or None}
         if tool_calls:
-            assistant["tool_calls"] = [{"id": c["id"], "type": "function",
-                                        "function": {"name": c["name"], "arguments": c["arguments"]}} for c in tool_calls]
+            assistant["tool_calls"] = [
+                {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}} for c in tool_calls
+            ]
         self.messages.append(assistant)
         return Turn(text, [(c["id"], c["name"], json.loads(c["arguments"])) for c in tool_calls], worker)
 
@@ -342,8 +373,7 @@ class ResponsesConversation(Conversation):
     def __init__(self, run, session, agent) -> None:
         super().__init__(run, session, agent)
         headers = {"User-Agent": CODEX_UA} if self.style == "codex" else None
-        self.client = openai.OpenAI(base_url=f"{run.proxy.url}/v1", api_key="sk-not-a-secret", max_retries=0,
-                                    default_headers=headers)
+        self.client = openai.OpenAI(base_url=f"{run.proxy.url}/v1", api_key="sk-not-a-secret", max_retries=0, default_headers=headers)
         self.items: list[dict] = []
         if self.style == "codex":  # Codex: no instructions, the base prompt is a developer message
             self.items.append({"type": "message", "role": "developer", "content": [{"type": "input_text", "text": self.system}]})
@@ -360,16 +390,29 @@ class ResponsesConversation(Conversation):
         self.items += [{"type": "function_call_output", "call_id": i, "output": out} for i, out in results]
 
     def title(self, key: str, headers: dict) -> Turn:
-        response = self.client.responses.create(model=MODEL, instructions=TITLE_SYSTEM, input=title_prompt(self.session),
-                                                max_output_tokens=64, extra_headers=headers, extra_body={"nvext": self.nvext(key)})
+        response = self.client.responses.create(
+            model=MODEL,
+            instructions=TITLE_SYSTEM,
+            input=title_prompt(self.session),
+            max_output_tokens=64,
+            extra_headers=headers,
+            extra_body={"nvext": self.nvext(key)},
+        )
         return Turn(response.output_text, [], _worker_in_body(response.model_extra))
 
     def send(self, key: str, headers: dict) -> Turn:
-        kwargs = dict(model=MODEL, input=self.items, tools=self.tools, max_output_tokens=1024,
-                      extra_headers=headers, extra_body={"nvext": self.nvext(key)})
+        kwargs = dict(
+            model=MODEL,
+            input=self.items,
+            tools=self.tools,
+            max_output_tokens=1024,
+            extra_headers=headers,
+            extra_body={"nvext": self.nvext(key)},
+        )
         if self.style == "codex":
-            kwargs.update(store=False, parallel_tool_calls=True, tool_choice="auto",
-                          prompt_cache_key=harness_id("codex-thread", self.agent.root))
+            kwargs.update(
+                store=False, parallel_tool_calls=True, tool_choice="auto", prompt_cache_key=harness_id("codex-thread", self.agent.root)
+            )
         else:
             kwargs["instructions"] = self.system
         worker = None
@@ -390,11 +433,12 @@ class MessagesConversation(Conversation):
     def __init__(self, run, session, agent) -> None:
         super().__init__(run, session, agent)
         headers = {"User-Agent": CLAUDE_UA} if self.style == "claude" else None
-        self.client = anthropic.Anthropic(base_url=run.proxy.url, api_key="sk-not-a-secret", max_retries=0,
-                                          default_headers=headers)
+        self.client = anthropic.Anthropic(base_url=run.proxy.url, api_key="sk-not-a-secret", max_retries=0, default_headers=headers)
         if self.style == "claude":
-            first = [{"type": "text", "text": "<system-reminder>\nThe working directory is /repo.\n</system-reminder>\n"},
-                     {"type": "text", "text": agent.task}]
+            first = [
+                {"type": "text", "text": "<system-reminder>\nThe working directory is /repo.\n</system-reminder>\n"},
+                {"type": "text", "text": agent.task},
+            ]
             self.messages: list[dict] = [{"role": "user", "content": first}]
         else:
             self.messages = [{"role": "user", "content": agent.task}]
@@ -410,19 +454,35 @@ class MessagesConversation(Conversation):
         self.messages.append({"role": "user", "content": [{"type": "tool_result", "tool_use_id": i, "content": out} for i, out in results]})
 
     def title(self, key: str, headers: dict) -> Turn:
-        message = self.client.messages.create(model=MODEL, max_tokens=64, system=TITLE_SYSTEM, extra_headers=headers,
-                                              messages=[{"role": "user", "content": title_prompt(self.session)}],
-                                              extra_body={"nvext": self.nvext(key)})
+        message = self.client.messages.create(
+            model=MODEL,
+            max_tokens=64,
+            system=TITLE_SYSTEM,
+            extra_headers=headers,
+            messages=[{"role": "user", "content": title_prompt(self.session)}],
+            extra_body={"nvext": self.nvext(key)},
+        )
         return Turn("".join(b.text for b in message.content if b.type == "text"), [])
 
     def send(self, key: str, headers: dict) -> Turn:
-        kwargs = dict(model=MODEL, max_tokens=1024, messages=self.messages, tools=self.tools,
-                      extra_headers=headers, extra_body={"nvext": self.nvext(key)})
+        kwargs = dict(
+            model=MODEL,
+            max_tokens=1024,
+            messages=self.messages,
+            tools=self.tools,
+            extra_headers=headers,
+            extra_body={"nvext": self.nvext(key)},
+        )
         if self.style == "claude":
             root = harness_id("claude-session", self.agent.root)
-            kwargs["system"] = [{"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.197; cc_entrypoint=cli;"
-                                 + (" cc_is_subagent=true;" if self.agent.parent else "")},
-                                {"type": "text", "text": self.system}]
+            kwargs["system"] = [
+                {
+                    "type": "text",
+                    "text": "x-anthropic-billing-header: cc_version=2.1.197; cc_entrypoint=cli;"
+                    + (" cc_is_subagent=true;" if self.agent.parent else ""),
+                },
+                {"type": "text", "text": self.system},
+            ]
             kwargs["metadata"] = {"user_id": json.dumps({"device_id": "0" * 64, "account_uuid": "", "session_id": root})}
         else:
             kwargs["system"] = self.system
@@ -454,8 +514,9 @@ class Sent:
 
 
 class Run:
-    def __init__(self, name: str, proxy: Mitmdump, strip_harness_ids: bool, titles: bool = False,
-                 after: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, proxy: Mitmdump, strip_harness_ids: bool, titles: bool = False, after: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.proxy = proxy
         self.strip_harness_ids = strip_harness_ids
@@ -500,8 +561,9 @@ class Run:
                     title = self.send(key, conversation.title, self.headers(session, agent, key, turn))
                     assert title.text == f"Review of {session.name}"
                     with self.lock:
-                        self.sent.append(Sent(f"{self.name}:{key}", agent.name, session.name, session.api, False,
-                                              title.worker_in_body, side=True))
+                        self.sent.append(
+                            Sent(f"{self.name}:{key}", agent.name, session.name, session.api, False, title.worker_in_body, side=True)
+                        )
                 turn = 2
                 conversation.add_user(agent.second_turn[0])
                 continue
@@ -548,13 +610,31 @@ class Observed:
     worker: int
 
 
-def play_run(name: str, dynamo_frontend, workdir: Path, sessions: list[SessionSpec], *, stamp: bool, strip: bool,
-             titles: bool = False, after: dict[str, str] | None = None) -> dict[str, Observed]:
+def play_run(
+    name: str,
+    dynamo_frontend,
+    workdir: Path,
+    sessions: list[SessionSpec],
+    *,
+    stamp: bool,
+    strip: bool,
+    titles: bool = False,
+    after: dict[str, str] | None = None,
+) -> dict[str, Observed]:
     calls_log = workdir / f"calls-{name}.jsonl"
     # The flows are kept for `agent-lineage convert` when a decision needs explaining.
-    proxy = Mitmdump(workdir, f"reverse:{dynamo_frontend.url}", "--set", f"lineage_calls_log={calls_log}",
-                     "--set", f"lineage_dir={workdir / ('traces-' + name)}", "--set", f"lineage_stamp={str(stamp).lower()}",
-                     "-w", str(workdir / f"flows-{name}.mitm"))
+    proxy = Mitmdump(
+        workdir,
+        f"reverse:{dynamo_frontend.url}",
+        "--set",
+        f"lineage_calls_log={calls_log}",
+        "--set",
+        f"lineage_dir={workdir / ('traces-' + name)}",
+        "--set",
+        f"lineage_stamp={str(stamp).lower()}",
+        "-w",
+        str(workdir / f"flows-{name}.mitm"),
+    )
     try:
         run = Run(name, proxy, strip_harness_ids=strip, titles=titles, after=after)
         run.play(sessions)
@@ -692,8 +772,9 @@ def assert_true_agent_tree(observed: dict[str, Observed]) -> None:
     agent_id = {name: next(iter(found)) for name, found in ids.items()}
     shared = [why(name) for name in agent_id if list(agent_id.values()).count(agent_id[name]) > 1]
     assert not shared, f"agents sharing an id: {shared}"
-    misplaced = [why(name) for name, found in parents.items()
-                 if found != {agent_id[AGENTS[name].parent.name] if AGENTS[name].parent else None}]
+    misplaced = [
+        why(name) for name, found in parents.items() if found != {agent_id[AGENTS[name].parent.name] if AGENTS[name].parent else None}
+    ]
     assert not misplaced, f"agents under the wrong parent: {misplaced}"
     for session in SESSIONS:
         if session.root.name not in agent_id:
@@ -772,8 +853,17 @@ def test_observed_table(stamped, native, control, capsys):
     rows = [("session / group", "style", "api", "stream", "stamped", "native", "control")]
     for session in SESSIONS:
         for group in [session.root.name] + [f"children of {a.name}" for a in session.agents() if a.children]:
-            rows.append((group, session.style, session.api, "sse" if session.stream else "json",
-                         describe(stamped, group), describe(native, group), describe(control, group)))
+            rows.append(
+                (
+                    group,
+                    session.style,
+                    session.api,
+                    "sse" if session.stream else "json",
+                    describe(stamped, group),
+                    describe(native, group),
+                    describe(control, group),
+                )
+            )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) for row in rows]
     stamped_pinned = sum(len(workers(r)) == 1 for r in affinity_groups(stamped).values())
@@ -799,19 +889,25 @@ def test_ids_dynamo_would_reject_or_ignore_are_made_safe(dynamo_frontend, workdi
         with httpx.Client(base_url=url, timeout=30) as client:
             for i in range(n):
                 label = f"{run}:{i}"
-                response = client.post("/v1/chat/completions", headers={"x-session-id": session_id, "x-request-id": label},
-                                       json={"model": MODEL, "messages": messages, "max_tokens": 8})
+                response = client.post(
+                    "/v1/chat/completions",
+                    headers={"x-session-id": session_id, "x-request-id": label},
+                    json={"model": MODEL, "messages": messages, "max_tokens": 8},
+                )
                 labels.append((label, response.status_code))
                 if response.status_code == 200:
-                    messages += [{"role": "assistant", "content": response.json()["choices"][0]["message"]["content"] or ""},
-                                 {"role": "user", "content": f"And step {i}?"}]
+                    messages += [
+                        {"role": "assistant", "content": response.json()["choices"][0]["message"]["content"] or ""},
+                        {"role": "user", "content": f"And step {i}?"},
+                    ]
         return labels
 
     # Dynamo on its own: the oversized harness id is rejected, the non-ASCII one ignored.
     assert converse(dynamo_frontend.url, "ids-direct-long", long_id, n=1)[0][1] == 400
     assert converse(dynamo_frontend.url, "ids-direct-odd", odd_id, n=1)[0][1] == 200
-    proxy = Mitmdump(workdir, f"reverse:{dynamo_frontend.url}", "--set", f"lineage_calls_log={workdir / 'calls-ids.jsonl'}",
-                     "--set", "lineage_dir=")
+    proxy = Mitmdump(
+        workdir, f"reverse:{dynamo_frontend.url}", "--set", f"lineage_calls_log={workdir / 'calls-ids.jsonl'}", "--set", "lineage_dir="
+    )
     try:
         long_run = converse(proxy.url, "ids-long", long_id)
         odd_run = converse(proxy.url, "ids-odd", odd_id)

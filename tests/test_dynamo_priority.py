@@ -32,7 +32,10 @@ TOOLS = [{"type": "function", "function": {"name": "Bash", "parameters": {"type"
 REQUESTS = {
     # label: (headers, body, the priority Dynamo should have parsed)
     "main": (*chat("main", [{"role": "user", "content": "Fix the build, please."}], SESSION, tools=TOOLS), 5),
-    "subagent": (*chat("subagent", [{"role": "user", "content": "Look at the logs."}], SESSION | {"x-claude-code-agent-id": "a1"}, tools=TOOLS), 5),
+    "subagent": (
+        *chat("subagent", [{"role": "user", "content": "Look at the logs."}], SESSION | {"x-claude-code-agent-id": "a1"}, tools=TOOLS),
+        5,
+    ),
     "probe": (*chat("probe", [{"role": "user", "content": "test"}], SESSION, max_tokens=1), -1),
     # A priority the client sends itself is left alone.
     "own": (*chat("own", [{"role": "user", "content": "Urgent."}], SESSION | {"x-dynamo-request-priority": "9"}, tools=TOOLS), 9),

@@ -39,9 +39,12 @@ def proxy(mitmdump_factory, upstream, tmp_path, no_proxy_env):
     upstream.clear()
     return mitmdump_factory(
         f"reverse:{upstream.base_url}",
-        "--set", f"lineage_calls_log={tmp_path / 'calls.jsonl'}",
-        "--set", f"lineage_dir={tmp_path / 'traces'}",
-        "-w", str(tmp_path / "flows.mitm"),
+        "--set",
+        f"lineage_calls_log={tmp_path / 'calls.jsonl'}",
+        "--set",
+        f"lineage_dir={tmp_path / 'traces'}",
+        "-w",
+        str(tmp_path / "flows.mitm"),
     )
 
 
@@ -129,12 +132,16 @@ def messages_turn(client: anthropic.Anthropic, stream: bool) -> list[dict]:
     replies = []
     for _ in range(2):
         if stream:
-            with client.messages.stream(model="demo-model", max_tokens=512, system="You are terse.", messages=messages, tools=tools) as events:
+            with client.messages.stream(
+                model="demo-model", max_tokens=512, system="You are terse.", messages=messages, tools=tools
+            ) as events:
                 message = events.get_final_message()
         else:
             message = client.messages.create(model="demo-model", max_tokens=512, system="You are terse.", messages=messages, tools=tools)
         uses = [b for b in message.content if b.type == "tool_use"]
-        replies.append({"text": "".join(b.text for b in message.content if b.type == "text"), "tool_calls": [(u.name, u.input) for u in uses]})
+        replies.append(
+            {"text": "".join(b.text for b in message.content if b.type == "text"), "tool_calls": [(u.name, u.input) for u in uses]}
+        )
         messages.append({"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in message.content]})
         if uses:
             messages.append({"role": "user", "content": [{"type": "tool_result", "tool_use_id": u.id, "content": "21C"} for u in uses]})
@@ -257,7 +264,9 @@ def test_client_receives_exactly_the_upstream_bytes(mitmdump_factory, upstream, 
 
 def test_upstream_failures_are_recorded_not_lost(proxy, upstream, tmp_path):
     client = httpx.Client(base_url=proxy.url, timeout=10)
-    failing = client.post("/v1/chat/completions", json={"model": "demo-model", "messages": [{"role": "user", "content": "x [[status:503]]"}]})
+    failing = client.post(
+        "/v1/chat/completions", json={"model": "demo-model", "messages": [{"role": "user", "content": "x [[status:503]]"}]}
+    )
     assert failing.status_code == 503
     cut_body = {"model": "demo-model", "stream": True, "max_tokens": 64, "messages": [{"role": "user", "content": f"{PROMPT} [[cut:4]]"}]}
     with pytest.raises(httpx.HTTPError):

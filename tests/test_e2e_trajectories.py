@@ -52,7 +52,9 @@ def test_kill_9_mid_stream_leaves_valid_files_with_every_earlier_call(mitmdump_f
     traces = tmp_path / "traces"
     proxy = mitmdump_factory(f"reverse:{upstream.base_url}", "--set", f"lineage_dir={traces}", "--set", "lineage_write_interval=0.2")
     client = httpx.Client(base_url=proxy.url, timeout=30)
-    history: list[dict] = [{"role": "user", "content": 'Go. [[script: tool bash {"command": "ls"} ; tool bash {"command": "pwd"} ; say done]]'}]
+    history: list[dict] = [
+        {"role": "user", "content": 'Go. [[script: tool bash {"command": "ls"} ; tool bash {"command": "pwd"} ; say done]]'}
+    ]
     tools = [{"type": "function", "function": {"name": "bash", "parameters": {"type": "object"}}}]
     for n in range(2):  # two completed calls of one conversation
         reply = client.post("/v1/chat/completions", json={"model": "demo-model", "messages": history, "tools": tools}).json()
@@ -64,7 +66,10 @@ def test_kill_9_mid_stream_leaves_valid_files_with_every_earlier_call(mitmdump_f
     streaming = threading.Event()
 
     def stream_slowly() -> None:
-        with httpx.Client(base_url=proxy.url, timeout=30) as c, c.stream("POST", "/v1/chat/completions", json={"model": "demo-model", "messages": slow, "stream": True}) as response:
+        with (
+            httpx.Client(base_url=proxy.url, timeout=30) as c,
+            c.stream("POST", "/v1/chat/completions", json={"model": "demo-model", "messages": slow, "stream": True}) as response,
+        ):
             try:
                 for _ in response.iter_raw():
                     streaming.set()

@@ -38,7 +38,9 @@ def outcome(client: httpx.Client, fault: str, tag: str) -> tuple:
     """What the client saw: status and raw body bytes, or the kind of failure."""
     received = []
     try:
-        with client.stream("POST", f"/v1/chat/completions?fault={fault}&tag={tag}", content=chat_body(tag), headers={"content-type": "application/json"}) as response:
+        with client.stream(
+            "POST", f"/v1/chat/completions?fault={fault}&tag={tag}", content=chat_body(tag), headers={"content-type": "application/json"}
+        ) as response:
             for chunk in response.iter_raw():
                 received.append(chunk)
             return response.status_code, b"".join(received)
@@ -92,10 +94,19 @@ def test_upstream_faults_reach_the_client_as_bare_mitmdump_passes_them_and_are_r
 
 def test_a_client_that_goes_away_mid_stream_is_recorded_and_the_proxy_serves_on(tmp_path, no_proxy_env):
     with FaultyUpstream(event_delay=0.3) as upstream:
-        proxy = Mitmdump(tmp_path, f"reverse:{upstream.url}", "--set", f"lineage_calls_log={tmp_path / 'calls.jsonl'}", "--set", f"lineage_dir={tmp_path / 'traces'}")
+        proxy = Mitmdump(
+            tmp_path,
+            f"reverse:{upstream.url}",
+            "--set",
+            f"lineage_calls_log={tmp_path / 'calls.jsonl'}",
+            "--set",
+            f"lineage_dir={tmp_path / 'traces'}",
+        )
         try:
             with httpx.Client(base_url=proxy.url, timeout=30) as client:
-                with client.stream("POST", "/v1/chat/completions?tag=gone", content=chat_body("gone"), headers={"content-type": "application/json"}) as response:
+                with client.stream(
+                    "POST", "/v1/chat/completions?tag=gone", content=chat_body("gone"), headers={"content-type": "application/json"}
+                ) as response:
                     next(response.iter_raw())
                 # closed after the first chunk; the next client is served in full
                 assert outcome(client, "", "next") == (200, b"".join(stream_events("next")))
@@ -123,7 +134,9 @@ def test_kill_9_at_random_points_leaves_valid_files_with_every_call_done_a_write
             workdir = tmp_path / f"trial-{trial}"
             workdir.mkdir()
             traces = workdir / "traces"
-            proxy = Mitmdump(workdir, f"reverse:{upstream.url}", "--set", f"lineage_dir={traces}", "--set", f"lineage_write_interval={WRITE_INTERVAL}")
+            proxy = Mitmdump(
+                workdir, f"reverse:{upstream.url}", "--set", f"lineage_dir={traces}", "--set", f"lineage_write_interval={WRITE_INTERVAL}"
+            )
             done: list[tuple[str, float]] = []  # (tag, when the client had the whole answer)
             kill_at = time.monotonic() + rng.uniform(0.3, 2.0)
             try:
@@ -134,7 +147,9 @@ def test_kill_9_at_random_points_leaves_valid_files_with_every_call_done_a_write
                             break
                         tag = f"t{trial}c{call}"
                         body = orjson.dumps({"model": "faulty", "stream": True, "messages": messages})
-                        with client.stream("POST", f"/v1/chat/completions?tag={tag}", content=body, headers={"content-type": "application/json"}) as response:
+                        with client.stream(
+                            "POST", f"/v1/chat/completions?tag={tag}", content=body, headers={"content-type": "application/json"}
+                        ) as response:
                             b"".join(response.iter_raw())
                         done.append((tag, time.monotonic()))
                         answer = "".join(f"answer {tag} part {i}. " for i in range(4))
@@ -222,8 +237,11 @@ def test_a_read_only_directory_is_one_error_and_retried_until_it_works(tmp_path,
             raise error
         real_write(self, session_id)
 
-    with caplog.at_level(logging.WARNING, logger="agent_lineage"), mock.patch.object(TrajectoryFiles, "write", refusing_write), \
-            mock.patch("agent_lineage.trajectories.RETRY_SECONDS", 0.05):
+    with (
+        caplog.at_level(logging.WARNING, logger="agent_lineage"),
+        mock.patch.object(TrajectoryFiles, "write", refusing_write),
+        mock.patch("agent_lineage.trajectories.RETRY_SECONDS", 0.05),
+    ):
         writer = TrajectoryWriter(tmp_path / "traces", 0)
         writer.add(agent_call(1, session="ro", agent="ro", new_turn=True, user="x"))
         time.sleep(0.5)

@@ -80,7 +80,12 @@ def test_gemini_paths(path: str) -> None:
 
 @pytest.mark.parametrize(
     "method, path",
-    [("GET", "/v1beta/models"), ("GET", STUDIO), ("POST", "/v1beta/models/gemini-2.5-pro:embedContent"), ("POST", "/v1beta/models/x:predict")],
+    [
+        ("GET", "/v1beta/models"),
+        ("GET", STUDIO),
+        ("POST", "/v1beta/models/gemini-2.5-pro:embedContent"),
+        ("POST", "/v1beta/models/x:predict"),
+    ],
 )
 def test_gemini_other_traffic(method: str, path: str) -> None:
     assert codec_for(method, path) is None
@@ -114,10 +119,20 @@ def test_ids_the_client_invents_pair_results_but_never_replace_derived_ids_and_s
         "system_instruction": {"parts": [{"text": "sys"}]},
         "contents": [
             {"role": "user", "parts": [{"text": "go"}]},
-            {"role": "model", "parts": [{"function_call": {"id": "run_17_0", "name": "run", "args": {}}},
-                                        {"function_call": {"id": "run_17_1", "name": "run", "args": {"n": 2}}}]},
-            {"role": "function", "parts": [{"function_response": {"id": "run_17_1", "name": "run", "response": {"x": 2}}},
-                                           {"function_response": {"id": "run_17_0", "name": "run", "response": {"x": 1}}}]},
+            {
+                "role": "model",
+                "parts": [
+                    {"function_call": {"id": "run_17_0", "name": "run", "args": {}}},
+                    {"function_call": {"id": "run_17_1", "name": "run", "args": {"n": 2}}},
+                ],
+            },
+            {
+                "role": "function",
+                "parts": [
+                    {"function_response": {"id": "run_17_1", "name": "run", "response": {"x": 2}}},
+                    {"function_response": {"id": "run_17_0", "name": "run", "response": {"x": 1}}},
+                ],
+            },
         ],
         "generation_config": {"response_mime_type": "application/json", "response_json_schema": {"type": "object"}},
     }
@@ -155,14 +170,36 @@ def answer_chunks() -> list[dict[str, Any]]:
     """A streamed answer as Gemini sends it: thinking and text in pieces, calls whole, usage restated."""
     usage = {"promptTokenCount": 900, "cachedContentTokenCount": 512, "totalTokenCount": 900}
     return [
-        {"candidates": [{"content": {"role": "model", "parts": [{"text": "Let me ", "thought": True}]}, "index": 0}], "usageMetadata": usage, "modelVersion": "gemini-2.5-pro", "responseId": "r-1"},
-        {"candidates": [{"content": {"role": "model", "parts": [{"text": "look", "thought": True}]}, "index": 0}], "usageMetadata": usage, "modelVersion": "gemini-2.5-pro", "responseId": "r-1"},
-        {"candidates": [{"content": {"role": "model", "parts": [{"text": "Checking "}]}, "index": 0}], "usageMetadata": usage, "modelVersion": "gemini-2.5-pro", "responseId": "r-1"},
-        {"candidates": [{"content": {"role": "model", "parts": [{"text": "both."}]}, "index": 0}], "modelVersion": "gemini-2.5-pro", "responseId": "r-1"},
+        {
+            "candidates": [{"content": {"role": "model", "parts": [{"text": "Let me ", "thought": True}]}, "index": 0}],
+            "usageMetadata": usage,
+            "modelVersion": "gemini-2.5-pro",
+            "responseId": "r-1",
+        },
+        {
+            "candidates": [{"content": {"role": "model", "parts": [{"text": "look", "thought": True}]}, "index": 0}],
+            "usageMetadata": usage,
+            "modelVersion": "gemini-2.5-pro",
+            "responseId": "r-1",
+        },
+        {
+            "candidates": [{"content": {"role": "model", "parts": [{"text": "Checking "}]}, "index": 0}],
+            "usageMetadata": usage,
+            "modelVersion": "gemini-2.5-pro",
+            "responseId": "r-1",
+        },
+        {
+            "candidates": [{"content": {"role": "model", "parts": [{"text": "both."}]}, "index": 0}],
+            "modelVersion": "gemini-2.5-pro",
+            "responseId": "r-1",
+        },
         {
             "candidates": [
                 {
-                    "content": {"role": "model", "parts": [{"functionCall": {"name": "list_directory", "args": {"dir_path": "a"}}, "thoughtSignature": "c2ln"}]},
+                    "content": {
+                        "role": "model",
+                        "parts": [{"functionCall": {"name": "list_directory", "args": {"dir_path": "a"}}, "thoughtSignature": "c2ln"}],
+                    },
                     "finishReason": "STOP",
                     "index": 0,
                 }
@@ -175,7 +212,11 @@ def answer_chunks() -> list[dict[str, Any]]:
 
 
 def expected_answer(complete: bool = True) -> Response:
-    whole = {"candidates": [{"content": {"role": "model", "parts": [p for c in answer_chunks() for p in c["candidates"][0]["content"]["parts"]]}}]}
+    whole = {
+        "candidates": [
+            {"content": {"role": "model", "parts": [p for c in answer_chunks() for p in c["candidates"][0]["content"]["parts"]]}}
+        ]
+    }
     response = P.parse_json_response(STUDIO, whole)
     assert response.output is not None
     response.id, response.model, response.stop_reason, response.complete = "r-1", "gemini-2.5-pro", "STOP", complete
@@ -184,7 +225,11 @@ def expected_answer(complete: bool = True) -> Response:
 
 
 def test_json_response() -> None:
-    body = answer_chunks()[-1] | {"candidates": [{"content": {"role": "model", "parts": [{"text": "Hi", "thought": True}, {"text": "Hello"}]}, "finishReason": "STOP"}]}
+    body = answer_chunks()[-1] | {
+        "candidates": [
+            {"content": {"role": "model", "parts": [{"text": "Hi", "thought": True}, {"text": "Hello"}]}, "finishReason": "STOP"}
+        ]
+    }
     response = P.parse_json_response(STUDIO, body)
     assert response.output.text == "Hello" and response.output.reasoning == "Hi"
     assert response.usage == Usage(input_tokens=900, output_tokens=27, cache_read_tokens=512, reasoning_tokens=7)
@@ -273,7 +318,10 @@ def test_demo_upstream_answers_gemini_in_every_form(upstream, no_proxy_env) -> N
     assert sse.headers["content-type"].startswith("text/event-stream") and sse.text.count("data: ") == 2
     assert array.headers["content-type"] == "application/json"
     chunks = array.json()
-    assert isinstance(chunks, list) and [c["candidates"][0]["content"]["parts"][0]["functionCall"]["args"]["city"] for c in chunks] == ["Paris", "Rome"]
+    assert isinstance(chunks, list) and [c["candidates"][0]["content"]["parts"][0]["functionCall"]["args"]["city"] for c in chunks] == [
+        "Paris",
+        "Rome",
+    ]
     assert tokens["totalTokens"] > 0
     assert bad.status_code == 400 and bad.json()["error"]["status"] == "INVALID_ARGUMENT"
     assert failing.status_code == 503 and failing.json()["error"]["status"] == "UNAVAILABLE"
@@ -288,7 +336,10 @@ def test_demo_upstream_answers_gemini_in_every_form(upstream, no_proxy_env) -> N
 
 
 def test_demo_upstream_structured_output_for_gemini(upstream, no_proxy_env) -> None:
-    schema = {"type": "object", "properties": {"next_speaker": {"type": "string", "enum": ["user", "model"]}, "reasoning": {"type": "string"}}}
+    schema = {
+        "type": "object",
+        "properties": {"next_speaker": {"type": "string", "enum": ["user", "model"]}, "reasoning": {"type": "string"}},
+    }
     body = {
         "contents": [{"role": "user", "parts": [{"text": "Who speaks next? [[script: say no]]"}]}],
         "generationConfig": {"responseMimeType": "application/json", "responseJsonSchema": schema},
@@ -305,9 +356,12 @@ def proxy(mitmdump_factory, upstream, tmp_path, no_proxy_env):
     upstream.clear()
     return mitmdump_factory(
         f"reverse:{upstream.base_url}",
-        "--set", f"lineage_calls_log={tmp_path / 'calls.jsonl'}",
-        "--set", f"lineage_dir={tmp_path / 'traces'}",
-        "-w", str(tmp_path / "flows.mitm"),
+        "--set",
+        f"lineage_calls_log={tmp_path / 'calls.jsonl'}",
+        "--set",
+        f"lineage_dir={tmp_path / 'traces'}",
+        "-w",
+        str(tmp_path / "flows.mitm"),
     )
 
 
@@ -334,19 +388,30 @@ def sdk_turn(client: genai.Client, stream: bool) -> list[list[types.Part]]:
     replies = []
     for _ in range(2):
         if stream:
-            parts = [p for chunk in client.models.generate_content_stream(model="gemini-2.5-flash", contents=contents, config=config)
-                     for p in chunk.candidates[0].content.parts]
+            parts = [
+                p
+                for chunk in client.models.generate_content_stream(model="gemini-2.5-flash", contents=contents, config=config)
+                for p in chunk.candidates[0].content.parts
+            ]
             text = "".join(p.text for p in parts if p.text and not p.thought)
             thought = "".join(p.text for p in parts if p.text and p.thought)
-            parts = ([types.Part(text=thought, thought=True)] if thought else []) + ([types.Part(text=text)] if text else []) \
+            parts = (
+                ([types.Part(text=thought, thought=True)] if thought else [])
+                + ([types.Part(text=text)] if text else [])
                 + [p for p in parts if p.function_call]
+            )
         else:
             parts = client.models.generate_content(model="gemini-2.5-flash", contents=contents, config=config).candidates[0].content.parts
         replies.append(parts)
         contents.append(types.Content(role="model", parts=parts))
         responses = [
-            types.Part(function_response=types.FunctionResponse(name=p.function_call.name, response={"output": f"{p.function_call.args['city']}: 21C"}))
-            for p in parts if p.function_call
+            types.Part(
+                function_response=types.FunctionResponse(
+                    name=p.function_call.name, response={"output": f"{p.function_call.args['city']}: 21C"}
+                )
+            )
+            for p in parts
+            if p.function_call
         ]
         if responses:
             contents.append(types.Content(role="user", parts=responses))
@@ -376,7 +441,11 @@ def test_google_genai_sdk_through_mitmdump(proxy, upstream, tmp_path, stream) ->
     assert [json.loads(c["arguments"]) for c in made] == [{"city": "Paris"}, {"city": "Rome"}]
     results = [r for m in second["new_messages"] for r in m["tool_results"]]
     assert [r["call_id"] for r in results] == [c["id"] for c in made] and [r["content"] for r in results] == ["Paris: 21C", "Rome: 21C"]
-    assert second["response"]["output"] | {"tool_calls": []} == {**second["response"]["output"], "text": "Paris is warmer.", "reasoning": "weighing both"}
+    assert second["response"]["output"] | {"tool_calls": []} == {
+        **second["response"]["output"],
+        "text": "Paris is warmer.",
+        "reasoning": "weighing both",
+    }
     for call in calls:
         assert call["status"] == 200 and call["error"] is None and call["response"]["complete"] is True
         assert call["response"]["usage"]["input_tokens"] > 0 and call["response"]["usage"]["cache_read_tokens"] is not None

@@ -68,7 +68,11 @@ def dynamo_fields(flow) -> list[tuple[bytes, bytes]]:
 
 @pytest.mark.parametrize("lineage", [[], [(b"x-dynamo-session-id", b"client-session")]], ids=["body-decides", "headers-decide"])
 def test_invalid_hints_are_not_forwarded_valid_ones_are(addon, caplog, lineage):
-    hints = [(b"x-dynamo-request-priority", b"urgent"), (b"X-Dynamo-Request-Strict-Priority", b"3"), (b"x-dynamo-meta-policy-class", b"batch")]
+    hints = [
+        (b"x-dynamo-request-priority", b"urgent"),
+        (b"X-Dynamo-Request-Strict-Priority", b"3"),
+        (b"x-dynamo-meta-policy-class", b"batch"),
+    ]
     with caplog.at_level("WARNING", logger="agent_lineage"):
         flow = send(addon, [*lineage, *hints])
     assert not caplog.records

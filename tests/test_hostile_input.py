@@ -235,7 +235,11 @@ def valid_header_value(value: str) -> bool:
     return 0 < len(value.encode()) <= MAX_ID_BYTES and value.isascii() and value.isprintable() and "\r" not in value
 
 
-@given(st.lists(st.tuples(st.sampled_from(H.PATHS), st.dictionaries(st.sampled_from(ID_HEADERS), hostile_ids, max_size=4)), min_size=1, max_size=6))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(H.PATHS), st.dictionaries(st.sampled_from(ID_HEADERS), hostile_ids, max_size=4)), min_size=1, max_size=6
+    )
+)
 def test_tracker_stamps_only_valid_ids_whatever_the_client_sends(requests):
     with agent_lineage_log() as records, recording_pipeline() as (pipeline, calls, traces):
         for i, (path, headers) in enumerate(requests):

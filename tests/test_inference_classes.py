@@ -48,7 +48,7 @@ class Wire:
         pass
 
     def task(self) -> str:
-        return f"{self.rng.choice(VERBS).capitalize()} the {self.rng.choice(NOUNS)} used by {self.rng.choice(PLACES)} #{self.rng.randrange(10_000)}"
+        return f"{self.rng.choice(VERBS).capitalize()} the {self.rng.choice(NOUNS)} used by {self.rng.choice(PLACES)} #{self.rng.randrange(10_000)}"  # noqa: E501
 
     def tick(self, seconds: float = 0.05) -> None:
         self.t += seconds
@@ -84,7 +84,14 @@ class Wire:
 
     # -- Anthropic Messages (Claude Code's shape) ----------------------------------------------
 
-    def messages_call(self, system: str, messages: list[dict], tools: list[str], headers: dict[str, str], user_agent: str = "claude-cli/3.0.1 (external, cli)") -> Outcome:
+    def messages_call(
+        self,
+        system: str,
+        messages: list[dict],
+        tools: list[str],
+        headers: dict[str, str],
+        user_agent: str = "claude-cli/3.0.1 (external, cli)",
+    ) -> Outcome:
         body = {
             "model": "claude-y",
             "max_tokens": 8000,
@@ -97,10 +104,18 @@ class Wire:
     def messages_answer(self, outcome: Outcome, text: str = "", uses: list[tuple[str, str, dict]] = ()) -> Call:
         content: list[dict] = [{"type": "text", "text": text}] if text else []
         content += [{"type": "tool_use", "id": i, "name": n, "input": a} for i, n, a in uses]
-        return self.answer(outcome, {
-            "id": f"msg_{next(self.ids)}", "type": "message", "role": "assistant", "model": "claude-y", "content": content,
-            "stop_reason": "tool_use" if uses else "end_turn", "usage": {"input_tokens": 50, "output_tokens": 9},
-        })
+        return self.answer(
+            outcome,
+            {
+                "id": f"msg_{next(self.ids)}",
+                "type": "message",
+                "role": "assistant",
+                "model": "claude-y",
+                "content": content,
+                "stop_reason": "tool_use" if uses else "end_turn",
+                "usage": {"input_tokens": 50, "output_tokens": 9},
+            },
+        )
 
     # -- Chat Completions (an SDK app's shape) ---------------------------------------------------
 
@@ -108,7 +123,9 @@ class Wire:
         body = {
             "model": "gpt-y",
             "messages": [{"role": "system", "content": system}, *messages],
-            **({"tools": [{"type": "function", "function": {"name": t, "parameters": {"type": "object"}}} for t in tools]} if tools else {}),
+            **(
+                {"tools": [{"type": "function", "function": {"name": t, "parameters": {"type": "object"}}} for t in tools]} if tools else {}
+            ),
         }
         return self.send("/v1/chat/completions", body, {}, user_agent)
 
@@ -116,8 +133,15 @@ class Wire:
         message: dict[str, Any] = {"role": "assistant", "content": text or None}
         if uses:
             message["tool_calls"] = [{"id": i, "type": "function", "function": {"name": n, "arguments": json.dumps(a)}} for i, n, a in uses]
-        call = self.answer(outcome, {"id": f"cc{next(self.ids)}", "object": "chat.completion", "model": "gpt-y",
-                                     "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if uses else "stop"}]})
+        call = self.answer(
+            outcome,
+            {
+                "id": f"cc{next(self.ids)}",
+                "object": "chat.completion",
+                "model": "gpt-y",
+                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if uses else "stop"}],
+            },
+        )
         return call, message
 
 
@@ -245,10 +269,17 @@ def test_claude_shaped_subagents_without_ids_or_marker_find_their_parents(seed: 
         sessions.append((prompt, outcome))
     tasks = [wire.task() + " and report every file you touched" for _ in sessions]
     for n, (_, outcome) in enumerate(sessions):
-        wire.messages_answer(outcome, uses=[(f"toolu_a{n}", "Agent", {"description": "search", "prompt": tasks[n], "subagent_type": "Explore"})])
+        wire.messages_answer(
+            outcome, uses=[(f"toolu_a{n}", "Agent", {"description": "search", "prompt": tasks[n], "subagent_type": "Explore"})]
+        )
     children = []
     for n in reversed(range(2)):  # the later delegation's child starts first: timing would mislead
-        child = wire.messages_call(child_system, [{"role": "user", "content": [{"type": "text", "text": REMINDER}, {"type": "text", "text": tasks[n]}]}], ["Read", "Grep"], {})
+        child = wire.messages_call(
+            child_system,
+            [{"role": "user", "content": [{"type": "text", "text": REMINDER}, {"type": "text", "text": tasks[n]}]}],
+            ["Read", "Grep"],
+            {},
+        )
         wire.messages_answer(child, f"Found it for task {n}.")
         children.append((n, child))
     for n, child in children:
@@ -256,7 +287,11 @@ def test_claude_shaped_subagents_without_ids_or_marker_find_their_parents(seed: 
         assert child.call.scope.parent_id == parent.agent_id and child.call.scope.session_id == parent.session_id
         assert child.call.scope.delegated_by == f"toolu_a{n}" and child.headers[PARENT_HEADER] == parent.agent_id
     for n, (prompt, _) in enumerate(sessions):
-        history = [user(prompt), assistant_blocks("", [(f"toolu_a{n}", "Agent", {"prompt": tasks[n]})]), tool_results((f"toolu_a{n}", f"Found it for task {n}."))]
+        history = [
+            user(prompt),
+            assistant_blocks("", [(f"toolu_a{n}", "Agent", {"prompt": tasks[n]})]),
+            tool_results((f"toolu_a{n}", f"Found it for task {n}.")),
+        ]
         wire.messages_answer(wire.messages_call(main_system, history, ["Agent", "Bash"], {}), "Done.")
     documents = wire.documents()
     assert len(documents) == 2
@@ -358,11 +393,25 @@ def test_a_forked_subagent_is_referenced_and_opens_with_its_task(seed: int, with
         return wire.send("/v1/responses", body, headers if with_ids else {}, "codex_exec/1.2.3")
 
     def respond(outcome: Outcome, output: list[dict]) -> Call:
-        return wire.answer(outcome, {"id": f"resp_{next(wire.ids)}", "object": "response", "status": "completed", "model": "gpt-y", "output": output,
-                                     "usage": {"input_tokens": 40, "output_tokens": 8}})
+        return wire.answer(
+            outcome,
+            {
+                "id": f"resp_{next(wire.ids)}",
+                "object": "response",
+                "status": "completed",
+                "model": "gpt-y",
+                "output": output,
+                "usage": {"input_tokens": 40, "output_tokens": 8},
+            },
+        )
 
     parent = responses(history, codex_ids(session, session))
-    spawn = {"type": "function_call", "call_id": "call_spawn", "name": "spawn_agent", "arguments": json.dumps({"message": task, "fork_context": True})}
+    spawn = {
+        "type": "function_call",
+        "call_id": "call_spawn",
+        "name": "spawn_agent",
+        "arguments": json.dumps({"message": task, "fork_context": True}),
+    }
     respond(parent, [spawn])
     child_thread = f"019b-{seed}"
     forked = [*history, spawn, {"role": "user", "content": task}]
@@ -378,14 +427,19 @@ def test_a_forked_subagent_is_referenced_and_opens_with_its_task(seed: int, with
         else:
             respond(child, [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "child done"}]}])
     output = {"type": "function_call_output", "call_id": "call_spawn", "output": json.dumps({"agent_id": child_thread})}
-    respond(responses([*history, spawn, output], codex_ids(session, session)), [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "all done"}]}])
+    respond(
+        responses([*history, spawn, output], codex_ids(session, session)),
+        [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "all done"}]}],
+    )
 
     (document,) = wire.documents().values()
     (sub,) = document["subagent_trajectories"]
     refs = [r for s in document["steps"] for r in s.get("observation", {}).get("results", []) if r["source_call_id"] == "call_spawn"]
     assert refs and refs[0]["subagent_trajectory_ref"] == [{"trajectory_id": sub["trajectory_id"], "session_id": document["session_id"]}]
     user_steps = [s for s in sub["steps"] if s["source"] == "user"]
-    assert [s["message"] for s in user_steps] == [task] and sub["steps"][[s["source"] for s in sub["steps"]].index("user") - 1]["source"] == "system"
+    assert [s["message"] for s in user_steps] == [task] and sub["steps"][[s["source"] for s in sub["steps"]].index("user") - 1][
+        "source"
+    ] == "system"
     assert agent_steps(sub) == child_calls
     assert sub["agent"]["extra"]["parent_tool_call_id"] == "call_spawn"
 
@@ -405,7 +459,9 @@ def test_a_title_that_races_ahead_of_its_session_is_reattached_to_it(seed: int) 
     first = wire.chat_call("You are a support agent.", [user(prompt)], ["lookup_order"])
     wire.chat_answer(title, "A title")
     _, reply = wire.chat_answer(first, uses=[("call_o", "lookup_order", {"id": "7"})])
-    wire.chat_answer(wire.chat_call("You are a support agent.", [user(prompt), reply, chat_result("call_o", "shipped")], ["lookup_order"]), "It shipped.")
+    wire.chat_answer(
+        wire.chat_call("You are a support agent.", [user(prompt), reply, chat_result("call_o", "shipped")], ["lookup_order"]), "It shipped."
+    )
     assert title.headers[SESSION_HEADER] != first.headers[SESSION_HEADER]  # stamped before its session existed
     scope = title.call.scope
     assert scope.side == "title" and scope.session_id == first.call.scope.session_id and not scope.new_turn
@@ -467,7 +523,10 @@ def test_a_turn_that_starts_a_new_conversation_quoting_the_last_answer_stays_in_
     answers = [f"Final briefing {n}: {wire.task()}, with costs falling and a long history." for n in range(2)]
     for outcome, answer in zip(sessions, answers):
         wire.chat_answer(outcome, answer)
-    follow_ups = [wire.chat_call("You manage an editorial crew.", [user(f"Improve this briefing:\n{answer}\nAdd one risk.")], ["delegate_work"]) for answer in reversed(answers)]
+    follow_ups = [
+        wire.chat_call("You manage an editorial crew.", [user(f"Improve this briefing:\n{answer}\nAdd one risk.")], ["delegate_work"])
+        for answer in reversed(answers)
+    ]
     for outcome, first in zip(follow_ups, reversed(sessions)):
         assert outcome.call.scope.session_id == first.call.scope.session_id and outcome.call.scope.new_turn
         assert outcome.call.scope.turn == 2 and outcome.call.scope.parent_id is None

@@ -123,7 +123,10 @@ def test_a_cache_too_small_forgets():
 def test_native_header_rule_is_dynamos():
     assert kv.native_lineage({"x-claude-code-session-id": "S"}) == ("S", None)
     assert kv.native_lineage({"x-claude-code-session-id": "S", "x-claude-code-agent-id": "a1"}) == ("a1", "S")
-    assert kv.native_lineage({"x-claude-code-session-id": "S", "x-claude-code-agent-id": "a2", "x-claude-code-parent-agent-id": "a1"}) == ("a2", "a1")
+    assert kv.native_lineage({"x-claude-code-session-id": "S", "x-claude-code-agent-id": "a2", "x-claude-code-parent-agent-id": "a1"}) == (
+        "a2",
+        "a1",
+    )
     assert kv.native_lineage({"thread-id": "T", "x-codex-parent-thread-id": "P"}) == ("T", "P")
     assert kv.native_lineage({"x-session-id": "O"}) == ("O", None)
     assert kv.native_lineage({"user-agent": "OpenAI/Python"}) is None
@@ -136,7 +139,9 @@ def requests_of(flows: Path) -> list[kv.Request]:
     return found
 
 
-@pytest.mark.parametrize("flows", sorted((FIXTURES / "idless").glob("*.mitm")) + sorted((FIXTURES / "frameworks").glob("*.mitm")), ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "flows", sorted((FIXTURES / "idless").glob("*.mitm")) + sorted((FIXTURES / "frameworks").glob("*.mitm")), ids=lambda p: p.stem
+)
 def test_on_id_less_recordings_lineage_beats_the_native_header_rule(flows: Path):
     result = kv.report(requests_of(flows), workers=4, cache_tokens=2_000_000)
     ours, native = result.outcomes["lineage"], result.outcomes["native-headers"]
@@ -172,7 +177,7 @@ def test_claude_codes_per_request_billing_fields_do_not_break_the_prefix(name: s
 
 def test_the_billing_line_keeps_what_claude_code_sends_to_every_host():
     # To other hosts the line is constant per agent, and differs between siblings (its suffix).
-    line = "x-anthropic-billing-header: cc_version=2.1.332.efc; cc_entrypoint=sdk-cli; cch=d015c; cc_is_subagent=true; cc_prev_req=req_1;\nYou are"
+    line = "x-anthropic-billing-header: cc_version=2.1.332.efc; cc_entrypoint=sdk-cli; cch=d015c; cc_is_subagent=true; cc_prev_req=req_1;\nYou are"  # noqa: E501
     assert kv.BILLING_LINE.sub(kv.billing_fields_sent_to_any_host, line) == (
         "x-anthropic-billing-header: cc_version=2.1.332.efc; cc_entrypoint=sdk-cli; cc_is_subagent=true;\nYou are"
     )

@@ -36,7 +36,9 @@ def clean_env() -> dict[str, str]:
 
 
 def test_the_installed_addon_runs_under_mitmdump_outside_the_checkout(installed, tmp_path):
-    path = subprocess.run([installed / "agent-lineage", "addon-path"], capture_output=True, text=True, check=True, env=clean_env()).stdout.strip()
+    path = subprocess.run(
+        [installed / "agent-lineage", "addon-path"], capture_output=True, text=True, check=True, env=clean_env()
+    ).stdout.strip()
     assert Path(path).is_file() and ROOT not in Path(path).parents
     assert Path(path).is_relative_to(installed.parent)
     with DemoUpstream() as upstream:

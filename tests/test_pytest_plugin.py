@@ -12,7 +12,7 @@ from agents_support import find_cli, free_port
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.e2e
 
-AGENT_TEST = '''
+AGENT_TEST = """
 import os
 
 import anthropic
@@ -34,7 +34,7 @@ def test_agent(lineage, tmp_path):
         messages.append({{"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in reply.content]}})
         messages.append({{"role": "user", "content": [{{"type": "tool_result", "tool_use_id": c.id, "content": "tool-ok"}} for c in calls]}})
     run.assert_trajectory_matches("goldens/agent.json")
-'''
+"""  # noqa: E501
 
 
 def agent_test(subject: str = "the project") -> str:
@@ -90,7 +90,7 @@ def test_the_diff_lines_are_the_failure_message(pytester: pytest.Pytester, monke
     result.stdout.fnmatch_lines(["*trajectory differs from goldens/agent.json (agent-lineage diff):*"])
 
 
-CLI_TEST = '''
+CLI_TEST = """
 import json
 import os
 import subprocess
@@ -113,7 +113,7 @@ def test_cli(lineage, tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "Checked." in done.stdout
     run.assert_trajectory_matches("goldens/{cli}.json")
-'''
+"""
 INSTALLED = {cli: find_cli(cli) for cli in ("claude", "codex")}  # before pytester moves HOME
 TOOLS = {"claude": 'Bash {"command": "echo tool-ok"}', "codex": 'exec_command {"cmd": "echo tool-ok"}'}
 

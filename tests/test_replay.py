@@ -90,9 +90,10 @@ def test_claude_subagent_durations_and_the_order_of_tool_declarations_are_left_o
 
     assert key(body(435, ["spawn_agent", "close_agent"])).digest == key(body(418, ["close_agent", "spawn_agent"])).digest
     notification = "<task-notification><usage><tool_uses>1</tool_uses><duration_ms>{}</duration_ms></usage></task-notification>"
-    assert key({"messages": [{"role": "user", "content": notification.format(795)}]}).digest == key(
-        {"messages": [{"role": "user", "content": notification.format(402)}]}
-    ).digest
+    assert (
+        key({"messages": [{"role": "user", "content": notification.format(795)}]}).digest
+        == key({"messages": [{"role": "user", "content": notification.format(402)}]}).digest
+    )
     assert key(body(435, ["spawn_agent"])).digest != key(body(435, ["close_agent"])).digest
 
 
@@ -132,7 +133,9 @@ def chat(text: str, stream: bool = False) -> dict:
 def test_record_then_replay_serves_the_recorded_answers_and_misses_loudly(demo, tmp_path, no_proxy_env, caplog):
     flows = tmp_path / "recorded.mitm"
     with ReplayServer(Capture([]), mode="record", upstream=demo.base_url, record_to=flows) as recorder:
-        live_json = httpx.post(recorder.url + "/v1/chat/completions", json=chat("hi [[script: say Hello.]]"), headers={"authorization": "Bearer sk-secret"})
+        live_json = httpx.post(
+            recorder.url + "/v1/chat/completions", json=chat("hi [[script: say Hello.]]"), headers={"authorization": "Bearer sk-secret"}
+        )
         live_sse = httpx.post(recorder.url + "/v1/chat/completions", json=chat("hi [[script: say Hello.]]", stream=True))
         httpx.head(recorder.url + "/")
     assert recorder.stats.forwarded == 3
@@ -172,7 +175,9 @@ def test_recorded_timing_waits_the_recorded_first_byte_and_streaming_time(tmp_pa
     with ReplayServer(capture, timing="recorded") as replay:
         arrivals = []
         start = time.monotonic()
-        with httpx.stream("POST", replay.url + "/v1/chat/completions", json=chat("hi [[script: say one two three]]", stream=True)) as response:
+        with httpx.stream(
+            "POST", replay.url + "/v1/chat/completions", json=chat("hi [[script: say one two three]]", stream=True)
+        ) as response:
             for _ in response.iter_raw():
                 arrivals.append(time.monotonic() - start)
     assert arrivals[0] >= entry.first_byte  # sleeps are lower bounds, whatever the machine's load
@@ -285,7 +290,10 @@ def _chunk_sizes(url: str, path: str, body: bytes) -> list[int]:
 
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as s:
-        s.sendall(b"POST %s HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s" % (path.encode(), len(body), body))
+        s.sendall(
+            b"POST %s HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
+            % (path.encode(), len(body), body)
+        )
         raw = b""
         while data := s.recv(65536):
             raw += data

@@ -64,9 +64,7 @@ class Client:
 def assistant(text: str = "", calls: list[tuple[str, str, dict]] = ()) -> dict:
     message = {"role": "assistant", "content": text or None}
     if calls:
-        message["tool_calls"] = [
-            {"id": i, "type": "function", "function": {"name": n, "arguments": json.dumps(a)}} for i, n, a in calls
-        ]
+        message["tool_calls"] = [{"id": i, "type": "function", "function": {"name": n, "arguments": json.dumps(a)}} for i, n, a in calls]
     return message
 
 
@@ -93,9 +91,12 @@ def test_nested_agents_each_name_their_immediate_parent():
     root_task = [{"role": "system", "content": "orchestrator"}, {"role": "user", "content": "Plan the release notes"}]
     c.chat(root_task, assistant(calls=[("call_a", "delegate", {"task": "Collect every merged change of this week"})]), ["delegate"])
     child_msgs = [{"role": "system", "content": "collector"}, {"role": "user", "content": "Collect every merged change of this week"}]
-    child = c.chat(child_msgs, assistant(calls=[("call_b", "delegate", {"task": "Read the git log for the last seven days"})]), ["delegate"])
+    child = c.chat(
+        child_msgs, assistant(calls=[("call_b", "delegate", {"task": "Read the git log for the last seven days"})]), ["delegate"]
+    )
     grandchild = c.chat(
-        [{"role": "system", "content": "reader"}, {"role": "user", "content": "Read the git log for the last seven days"}], assistant("done")
+        [{"role": "system", "content": "reader"}, {"role": "user", "content": "Read the git log for the last seven days"}],
+        assistant("done"),
     )
     root_id = scope(child).parent_id
     assert grandchild.headers == {SESSION_HEADER: scope(grandchild).agent_id, PARENT_HEADER: scope(child).agent_id}
@@ -147,14 +148,25 @@ def test_stamping_off_sets_no_headers_but_still_scopes():
 
 
 def claude_body(messages: list[dict], system: str = "x-anthropic-billing-header: cc_version=2.1.197.abc;", **extra) -> dict:
-    return {"model": "claude-x", "max_tokens": 32000, "system": [{"type": "text", "text": system}], "messages": messages, "tools": [{"name": "Agent"}, {"name": "Bash"}], **extra}
+    return {
+        "model": "claude-x",
+        "max_tokens": 32000,
+        "system": [{"type": "text", "text": system}],
+        "messages": messages,
+        "tools": [{"name": "Agent"}, {"name": "Bash"}],
+        **extra,
+    }
 
 
 def test_claude_code_headers_give_dynamos_own_lineage():
     c = Client(user_agent="claude-cli/2.1.197 (external, sdk-cli)")
     base = {"X-Claude-Code-Session-Id": CLAUDE}
     main = c.send("/v1/messages?beta=true", claude_body([{"role": "user", "content": "go"}]), {k.lower(): v for k, v in base.items()})
-    child = c.send("/v1/messages?beta=true", claude_body([{"role": "user", "content": "sub"}]), {"x-claude-code-session-id": CLAUDE, "x-claude-code-agent-id": "a1"})
+    child = c.send(
+        "/v1/messages?beta=true",
+        claude_body([{"role": "user", "content": "sub"}]),
+        {"x-claude-code-session-id": CLAUDE, "x-claude-code-agent-id": "a1"},
+    )
     nested = c.send(
         "/v1/messages?beta=true",
         claude_body([{"role": "user", "content": "subsub"}]),
@@ -189,7 +201,12 @@ def test_codex_headers_and_turn_metadata():
         headers = {"session-id": session, "thread-id": thread, "x-codex-turn-metadata": json.dumps(metadata)}
         if parent:
             headers["x-codex-parent-thread-id"] = parent
-        body = {"model": "gpt-5", "input": [{"role": "user", "content": text}], "prompt_cache_key": session, "tools": [{"type": "function", "name": "shell"}]}
+        body = {
+            "model": "gpt-5",
+            "input": [{"role": "user", "content": text}],
+            "prompt_cache_key": session,
+            "tools": [{"type": "function", "name": "shell"}],
+        }
         return c.send("/v1/responses", body, headers)
 
     main = codex(session, "t1")
@@ -204,7 +221,11 @@ def test_codex_headers_and_turn_metadata():
 def test_opencode_headers():
     c = Client(user_agent="opencode/1.0")
     root = c.send("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "a"}]}, {"x-session-id": "ses_1"})
-    child = c.send("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "b"}]}, {"x-session-id": "ses_2", "x-parent-session-id": "ses_1"})
+    child = c.send(
+        "/v1/chat/completions",
+        {"model": "m", "messages": [{"role": "user", "content": "b"}]},
+        {"x-session-id": "ses_2", "x-parent-session-id": "ses_1"},
+    )
     assert root.headers == {SESSION_HEADER: "ses_1", PARENT_HEADER: None}
     assert child.headers == {SESSION_HEADER: "ses_2", PARENT_HEADER: "ses_1"} and scope(child).session_id == "ses_1"
 
@@ -225,7 +246,10 @@ def test_context_compaction_with_harness_ids_is_the_same_agent_and_turn():
     c = Client(user_agent="claude-cli/2.1.197")
     headers = {"x-claude-code-session-id": CLAUDE}
     first = c.send("/v1/messages", claude_body([{"role": "user", "content": "refactor the parser"}]), headers)
-    c.finish(first, {"id": "m1", "content": [{"type": "tool_use", "id": "tu1", "name": "Bash", "input": {"command": "ls"}}], "stop_reason": "tool_use"})
+    c.finish(
+        first,
+        {"id": "m1", "content": [{"type": "tool_use", "id": "tu1", "name": "Bash", "input": {"command": "ls"}}], "stop_reason": "tool_use"},
+    )
     restarted = c.send(
         "/v1/messages",
         claude_body([{"role": "user", "content": "This session is being continued from a previous conversation. Summary: ..."}]),
@@ -253,14 +277,29 @@ def test_a_conversation_that_extends_an_earlier_one_continues_it():
 def test_tool_results_link_a_request_whose_history_was_trimmed():
     c = Client()
     first = c.chat([{"role": "user", "content": "list the files"}], assistant(calls=[("call_9", "bash", {"command": "ls"})]), ["bash"])
-    trimmed = c.chat([{"role": "user", "content": "(earlier turns elided)"}, assistant(calls=[("call_9", "bash", {"command": "ls"})]), tool("call_9", "a.txt")], None, ["bash"])
+    trimmed = c.chat(
+        [
+            {"role": "user", "content": "(earlier turns elided)"},
+            assistant(calls=[("call_9", "bash", {"command": "ls"})]),
+            tool("call_9", "a.txt"),
+        ],
+        None,
+        ["bash"],
+    )
     assert scope(trimmed).agent_id == scope(first).agent_id and scope(trimmed).evidence["agent"] == "tool-result"
 
 
 def test_previous_response_id_links_responses_calls():
     c = Client()
     first = c.send("/v1/responses", {"model": "m", "input": "plan a trip to Rome"})
-    c.finish(first, {"id": "resp_1", "status": "completed", "output": [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "ok"}]}]})
+    c.finish(
+        first,
+        {
+            "id": "resp_1",
+            "status": "completed",
+            "output": [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "ok"}]}],
+        },
+    )
     second = c.send("/v1/responses", {"model": "m", "previous_response_id": "resp_1", "input": "and then Naples"})
     assert scope(second).agent_id == scope(first).agent_id and scope(second).evidence["agent"] == "previous-response-id"
     assert scope(second).new_turn
@@ -301,8 +340,13 @@ def test_harness_chatter_is_not_a_fresh_turn():
     c.finish(first, {"id": "m1", "content": [{"type": "text", "text": "looking"}], "stop_reason": "end_turn"})
     reminder = c.send(
         "/v1/messages",
-        claude_body([{"role": "user", "content": "fix the bug"}, {"role": "assistant", "content": [{"type": "text", "text": "looking"}]},
-                     {"role": "user", "content": "<system-reminder>\nfiles changed\n</system-reminder>"}]),
+        claude_body(
+            [
+                {"role": "user", "content": "fix the bug"},
+                {"role": "assistant", "content": [{"type": "text", "text": "looking"}]},
+                {"role": "user", "content": "<system-reminder>\nfiles changed\n</system-reminder>"},
+            ]
+        ),
         headers,
     )
     assert not scope(reminder).new_turn
@@ -311,7 +355,11 @@ def test_harness_chatter_is_not_a_fresh_turn():
 def test_parallel_subagents_share_their_parent_and_stay_apart():
     c = Client()
     tasks = {"call_p1": "Summarise the billing module in detail", "call_p2": "Summarise the shipping module in detail"}
-    parent = c.chat([{"role": "user", "content": "summarise the code base"}], assistant(calls=[(i, "delegate", {"task": t}) for i, t in tasks.items()]), ["delegate"])
+    parent = c.chat(
+        [{"role": "user", "content": "summarise the code base"}],
+        assistant(calls=[(i, "delegate", {"task": t}) for i, t in tasks.items()]),
+        ["delegate"],
+    )
     children = {i: c.chat([{"role": "user", "content": t}], None) for i, t in tasks.items()}
     ids = {scope(o).agent_id for o in children.values()}
     assert len(ids) == 2 and scope(parent).agent_id not in ids
@@ -322,7 +370,9 @@ def test_parallel_subagents_share_their_parent_and_stay_apart():
 def test_one_open_delegation_call_adopts_a_new_conversation_without_quoting():
     c = Client()
     app = {"role": "system", "content": "You are the research app."}
-    parent = c.chat([app, {"role": "user", "content": "research the topic"}], assistant(calls=[("call_t", "Task", {"prompt": "short"})]), ["Task"])
+    parent = c.chat(
+        [app, {"role": "user", "content": "research the topic"}], assistant(calls=[("call_t", "Task", {"prompt": "short"})]), ["Task"]
+    )
     child = c.chat([{"role": "system", "content": "You are a helper."}, {"role": "user", "content": "totally different words"}], None)
     assert scope(child).parent_id == scope(parent).agent_id and scope(child).evidence["parent"] == "open-delegation-call"
     # Another session of the same app (same system prompt) is not adopted by timing alone.
@@ -332,8 +382,22 @@ def test_one_open_delegation_call_adopts_a_new_conversation_without_quoting():
 
 def test_ambiguous_open_calls_give_no_parent_rather_than_a_wrong_one():
     c = Client()
-    first = c.send("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "first app session"}], "tools": [{"type": "function", "function": {"name": "Task"}}]})
-    second = c.send("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "second app session"}], "tools": [{"type": "function", "function": {"name": "Task"}}]})
+    first = c.send(
+        "/v1/chat/completions",
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": "first app session"}],
+            "tools": [{"type": "function", "function": {"name": "Task"}}],
+        },
+    )
+    second = c.send(
+        "/v1/chat/completions",
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": "second app session"}],
+            "tools": [{"type": "function", "function": {"name": "Task"}}],
+        },
+    )
     for outcome, call_id in ((first, "call_u"), (second, "call_v")):
         reply = assistant(calls=[(call_id, "Task", {"prompt": "x"})])
         c.finish(outcome, {"id": call_id, "choices": [{"index": 0, "message": reply, "finish_reason": "tool_calls"}]})
@@ -384,7 +448,11 @@ def test_interleaved_sessions_of_one_client_stay_apart():
 def test_ids_are_deterministic_across_runs():
     def play() -> list[str]:
         c = Client()
-        c.chat([{"role": "user", "content": "plan"}], assistant(calls=[("call_d", "delegate", {"task": "Investigate the flaky test suite"})]), ["delegate"])
+        c.chat(
+            [{"role": "user", "content": "plan"}],
+            assistant(calls=[("call_d", "delegate", {"task": "Investigate the flaky test suite"})]),
+            ["delegate"],
+        )
         child = c.chat([{"role": "user", "content": "Investigate the flaky test suite"}], None)
         return [scope(child).agent_id, scope(child).parent_id]
 
@@ -418,7 +486,11 @@ def test_side_requests_carry_their_sessions_lineage_but_are_marked():
     c = Client(user_agent="claude-cli/2.1.197")
     headers = {"x-claude-code-session-id": CLAUDE}
     probe = c.send("/v1/messages", claude_body([{"role": "user", "content": "test"}], max_tokens=1), headers)
-    title = c.send("/v1/messages", {**claude_body([{"role": "user", "content": "name this"}]), "tools": [], "output_config": {"format": {"type": "json_schema"}}}, headers)
+    title = c.send(
+        "/v1/messages",
+        {**claude_body([{"role": "user", "content": "name this"}]), "tools": [], "output_config": {"format": {"type": "json_schema"}}},
+        headers,
+    )
     count = c.send("/v1/messages/count_tokens", claude_body([{"role": "user", "content": "count me"}]), headers)
     assert [scope(o).side for o in (probe, title, count)] == ["quota-probe", "title", "count-tokens"]
     assert all(o.headers == {SESSION_HEADER: CLAUDE, PARENT_HEADER: None} for o in (probe, title, count))
@@ -427,7 +499,11 @@ def test_side_requests_carry_their_sessions_lineage_but_are_marked():
 def test_codex_title_request_under_a_fresh_wire_session_joins_the_session_it_quotes():
     c = Client(user_agent="codex_tui/0.171.0")
     main_session = "01a2-main"
-    main = c.send("/v1/responses", {"model": "m", "input": [{"role": "user", "content": "port the parser to rust"}], "tools": [{"type": "function", "name": "shell"}]}, {"session-id": main_session, "thread-id": main_session})
+    main = c.send(
+        "/v1/responses",
+        {"model": "m", "input": [{"role": "user", "content": "port the parser to rust"}], "tools": [{"type": "function", "name": "shell"}]},
+        {"session-id": main_session, "thread-id": main_session},
+    )
     metadata = json.dumps({"session_id": "01a2-title", "thread_id": "01a2-title", "thread_source": "thread_title"})
     title = c.send(
         "/v1/responses",

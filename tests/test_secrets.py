@@ -25,7 +25,12 @@ HEADER_KEYS = {
     "cookie": "session=COOKIEKEY0123456789abcdef",
 }
 URL_KEY = "AIzaURLQUERY0123456789abcdefABCDEFGHIJK"
-PROMPT_KEYS = ["sk-proj-PROMPTKEY0123456789abcdefABCDEF", "AKIAPROMPT0123456789", "ghp_PROMPT0123456789abcdefABCDEFGHIJKLMN", "xoxb-PROMPT-0123456789-abcdef"]
+PROMPT_KEYS = [
+    "sk-proj-PROMPTKEY0123456789abcdefABCDEF",
+    "AKIAPROMPT0123456789",
+    "ghp_PROMPT0123456789abcdefABCDEFGHIJKLMN",
+    "xoxb-PROMPT-0123456789-abcdef",
+]
 NEVER = [value.split(" ")[-1].split("=")[-1] for value in HEADER_KEYS.values()] + [URL_KEY]
 
 
@@ -43,7 +48,11 @@ def run_session(tmp_path: Path, verbosity: tuple[str, int], mask: bool) -> dict[
             prompt = "my keys, please keep them safe: " + " ".join(PROMPT_KEYS)
             body = orjson.dumps({"model": "m", "stream": True, "messages": [{"role": "user", "content": prompt}]})
             with httpx.Client(base_url=proxy.url, timeout=30) as client:
-                for path in (f"/v1/chat/completions?key={URL_KEY}&tag=a", f"/v1/chat/completions?fault=reset&key={URL_KEY}&tag=b", f"/v1/chat/completions?fault=status-500&key={URL_KEY}"):
+                for path in (
+                    f"/v1/chat/completions?key={URL_KEY}&tag=a",
+                    f"/v1/chat/completions?fault=reset&key={URL_KEY}&tag=b",
+                    f"/v1/chat/completions?fault=status-500&key={URL_KEY}",
+                ):
                     try:
                         client.post(path, content=body, headers={"content-type": "application/json", **HEADER_KEYS}).read()
                     except httpx.HTTPError:

@@ -29,9 +29,21 @@ BASE = f"trajectory-{ROOT}.json"
 
 def session_calls(count: int, session: str = ROOT, start: int = 1) -> list[Call]:
     """A root agent working through `count` calls, each answering the previous call's tool call."""
-    calls = [agent_call(start, session=session, agent=session, new_turn=True, user="go", tools=[(f"{session}-t{start}", "Bash", {"command": "ls"})])]
+    calls = [
+        agent_call(
+            start, session=session, agent=session, new_turn=True, user="go", tools=[(f"{session}-t{start}", "Bash", {"command": "ls"})]
+        )
+    ]
     for n in range(start + 1, start + count):
-        calls.append(agent_call(n, session=session, agent=session, results=[(f"{session}-t{n - 1}", "out")], tools=[(f"{session}-t{n}", "Bash", {"command": "ls"})]))
+        calls.append(
+            agent_call(
+                n,
+                session=session,
+                agent=session,
+                results=[(f"{session}-t{n - 1}", "out")],
+                tools=[(f"{session}-t{n}", "Bash", {"command": "ls"})],
+            )
+        )
     return calls
 
 

@@ -351,7 +351,7 @@ def test_a_subagents_step_shows_its_prefix_reuse(converted, browser_page: Page, 
     }
     assert "4 workers, an LRU prefix cache of 2,000,000 tokens each" in box.inner_text()
     # The user's and system's steps make no request: no KV figures.
-    assert page.locator('.step-row.source-user .reuse-chip').count() == 0
+    assert page.locator(".step-row.source-user .reuse-chip").count() == 0
     browser_page.check_clean()
 
 
@@ -363,7 +363,9 @@ def test_a_subagents_lane_sits_under_its_parents(browser_page: Page, tmp_path: P
     subagents = [(agent_id, info["parent_id"]) for agent_id, info in agents.items() if "parent_id" in info]
     assert len(subagents) == 2
     for agent_id, parent_id in subagents:
-        enclosing = page.locator(f'.lane[data-agent-id="{agent_id}"]').evaluate("lane => lane.parentElement.closest('.lane').dataset.agentId")
+        enclosing = page.locator(f'.lane[data-agent-id="{agent_id}"]').evaluate(
+            "lane => lane.parentElement.closest('.lane').dataset.agentId"
+        )
         assert enclosing == parent_id
         child = page.locator(f'.lane[data-agent-id="{agent_id}"] > .lane-row').bounding_box()
         parent = page.locator(f'.lane[data-agent-id="{parent_id}"] > .lane-row').bounding_box()
@@ -396,7 +398,9 @@ def test_the_step_list_filters_by_agent_text_and_errors(browser_page: Page, tmp_
     assert rows.count() == total
     page.locator(".search").fill(bash["tool_calls"][0]["tool_call_id"])
     page.wait_for_function(f"() => document.querySelectorAll('.step-row').length < {total}")
-    assert rows.evaluate_all("rows => rows.map(r => [r.dataset.agentId, r.dataset.stepId])") == [[inner["trajectory_id"], str(bash["step_id"])]]
+    assert rows.evaluate_all("rows => rows.map(r => [r.dataset.agentId, r.dataset.stepId])") == [
+        [inner["trajectory_id"], str(bash["step_id"])]
+    ]
     assert page.locator(".shown-count").inner_text() == f"1 of {total} steps"
     page.locator(".search").fill("")
     page.locator(".errors-only input").check()
@@ -551,7 +555,12 @@ def large_trajectory(steps: int, subagents: int) -> dict[str, Any]:
                     "message": f"{agent} step {n}: {filler}",
                     "tool_calls": [{"tool_call_id": f"{agent}-{n}", "function_name": "Bash", "arguments": {"command": filler[:2000]}}],
                     "observation": {"results": [{"source_call_id": f"{agent}-{n}", "content": filler}]},
-                    "metrics": {"prompt_tokens": 1000 + n, "completion_tokens": 50, "cached_tokens": 900, "extra": {"latency_ms": 800, "ttft_ms": 200}},
+                    "metrics": {
+                        "prompt_tokens": 1000 + n,
+                        "completion_tokens": 50,
+                        "cached_tokens": 900,
+                        "extra": {"latency_ms": 800, "ttft_ms": 200},
+                    },
                     "extra": {"agent_lineage": {"turn": 1 + second // 80, "agent_id": agent}},
                 }
             )
@@ -565,7 +574,11 @@ def large_trajectory(steps: int, subagents: int) -> dict[str, Any]:
             "schema_version": "ATIF-v1.7",
             "session_id": "big",
             "trajectory_id": f"sub-{i}",
-            "agent": {"name": "big", "version": "1", "extra": {"depth": 1, "parent_agent_id": "big", "parent_tool_call_id": f"big-{i * 100}"}},
+            "agent": {
+                "name": "big",
+                "version": "1",
+                "extra": {"depth": 1, "parent_agent_id": "big", "parent_tool_call_id": f"big-{i * 100}"},
+            },
             "steps": agent_steps(per_sub, f"sub-{i}", i * 100),
         }
         for i in range(subagents)
@@ -589,7 +602,7 @@ SCROLL_FRAMES = """(step) => new Promise(done => {
     else setTimeout(() => done({ frames: frames.slice(1), long }), 100);
   }
   requestAnimationFrame(frame);
-})"""
+})"""  # noqa: E501
 
 
 @pytest.mark.browser
@@ -608,8 +621,10 @@ def test_a_2000_step_20_mb_session_opens_and_scrolls(browser_page: Page, tmp_pat
     assert page.locator(".step-row").count() < 150  # only the rows in view exist
     frames = page.evaluate(SCROLL_FRAMES, 120)
     with capsys.disabled():
-        print(f"scrolling 120 px a frame for {len(frames['frames'])} frames: median frame {median(frames['frames']):.0f} ms, "
-              f"{len(frames['long'])} main-thread frames over 50 ms (longest {max(frames['long'], default=0):.0f} ms)")
+        print(
+            f"scrolling 120 px a frame for {len(frames['frames'])} frames: median frame {median(frames['frames']):.0f} ms, "
+            f"{len(frames['long'])} main-thread frames over 50 ms (longest {max(frames['long'], default=0):.0f} ms)"
+        )
     # Scroll to the end: the last step of the last turn is drawn, still without the others.
     page.locator(".steps").evaluate("list => { list.scrollTop = list.scrollHeight; }")
     last_step = document["steps"][-1]  # the main agent's last call is the session's last

@@ -63,7 +63,12 @@ def ws_upstream():
 
 def codex_headers(thread: str, parent: str | None = None) -> dict[str, str]:
     metadata = {"session_id": SESSION, "thread_id": thread, "turn_id": "turn-1", "root_turn_id": "turn-1"}
-    headers = {"session-id": SESSION, "thread-id": thread, "x-codex-turn-metadata": json.dumps(metadata), "authorization": "Bearer sk-ws-secret"}
+    headers = {
+        "session-id": SESSION,
+        "thread-id": thread,
+        "x-codex-turn-metadata": json.dumps(metadata),
+        "authorization": "Bearer sk-ws-secret",
+    }
     if parent:
         headers["x-codex-parent-thread-id"] = parent
     return headers
@@ -73,7 +78,13 @@ def converse(url: str, headers: dict[str, str]) -> list[dict]:
     """Two `response.create`s on one connection, the second chained by previous_response_id."""
     finals = []
     with connect(url, additional_headers=headers) as ws:
-        request = {"type": "response.create", "model": "demo-model", "stream": True, "store": False, "input": [{"role": "user", "content": PROMPT}]}
+        request = {
+            "type": "response.create",
+            "model": "demo-model",
+            "stream": True,
+            "store": False,
+            "input": [{"role": "user", "content": PROMPT}],
+        }
         for _ in range(2):
             ws.send(json.dumps(request))
             while (event := json.loads(ws.recv()))["type"] != "response.completed":
@@ -93,8 +104,10 @@ def converse(url: str, headers: dict[str, str]) -> list[dict]:
 def test_codex_websocket_mode_is_recorded_and_its_upgrade_stamped(mitmdump_factory, ws_upstream, tmp_path: Path, no_proxy_env):
     proxy = mitmdump_factory(
         f"reverse:http://127.0.0.1:{ws_upstream.port}",
-        "--set", f"lineage_calls_log={tmp_path / 'calls.jsonl'}",
-        "-w", str(tmp_path / "flows.mitm"),
+        "--set",
+        f"lineage_calls_log={tmp_path / 'calls.jsonl'}",
+        "-w",
+        str(tmp_path / "flows.mitm"),
     )
     url = f"ws://127.0.0.1:{proxy.port}/backend-api/codex/responses"
     finals = converse(url, codex_headers(SESSION))

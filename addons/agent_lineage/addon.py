@@ -46,20 +46,39 @@ class Lineage:
         self.console = Console()
 
     def load(self, loader: Any) -> None:
-        loader.add_option("lineage_stamp", bool, DEFAULTS.stamp, "Stamp x-dynamo-session-id / x-dynamo-parent-session-id on LLM requests. Off: only observe and record.")
+        loader.add_option(
+            "lineage_stamp",
+            bool,
+            DEFAULTS.stamp,
+            "Stamp x-dynamo-session-id / x-dynamo-parent-session-id on LLM requests. Off: only observe and record.",
+        )
         loader.add_option(
             "lineage_client_headers",
             str,
             "respect",
-            "What to do with x-dynamo-* lineage a client already sends: 'respect' keeps it as the request's scope, 'override' infers and stamps ours.",
+            "What to do with x-dynamo-* lineage a client already sends: 'respect' keeps it as the request's scope, 'override' infers and stamps ours.",  # noqa: E501
             choices=CLIENT_HEADER_CHOICES,
         )
         loader.add_option("lineage_dir", str, "traces", "Directory for trajectory files (trajectory-<session-id>.json). Empty: write none.")
         # Seconds are strings: mitmproxy's --set cannot parse float options.
-        loader.add_option("lineage_write_interval", str, "1", "Seconds between rewrites of a session's trajectory file (0: after every call).")
-        loader.add_option("lineage_turn_gap", str, f"{DEFAULTS.turn_gap_seconds:g}", "Idle seconds after which a root agent's next request opens a new turn.")
-        loader.add_option("lineage_session_ttl", str, f"{DEFAULTS.session_ttl_seconds:g}", "Idle seconds after which a session's state is released from memory.")
-        loader.add_option("lineage_harness_file", str, "", "YAML file merged over the built-in harness table (client headers and body fields).")
+        loader.add_option(
+            "lineage_write_interval", str, "1", "Seconds between rewrites of a session's trajectory file (0: after every call)."
+        )
+        loader.add_option(
+            "lineage_turn_gap",
+            str,
+            f"{DEFAULTS.turn_gap_seconds:g}",
+            "Idle seconds after which a root agent's next request opens a new turn.",
+        )
+        loader.add_option(
+            "lineage_session_ttl",
+            str,
+            f"{DEFAULTS.session_ttl_seconds:g}",
+            "Idle seconds after which a session's state is released from memory.",
+        )
+        loader.add_option(
+            "lineage_harness_file", str, "", "YAML file merged over the built-in harness table (client headers and body fields)."
+        )
         loader.add_option("lineage_calls_log", str, "", "Append every finished LLM call as one JSON line to this file (debugging).")
         loader.add_option(
             "lineage_priority",
@@ -81,7 +100,12 @@ class Lineage:
             "Mask well-known API key patterns (sk-..., AKIA..., ghp_..., AIza..., xox...) found in the content (a key pasted "
             "into a prompt) in trajectories and the calls log. Keys sent as credentials are never recorded either way.",
         )
-        loader.add_option("lineage_redact_flows", bool, True, "Blank secret header values (Authorization, x-api-key, cookies) and key-like query values in every flow once forwarded, so saved flows (-w) hold no keys.")
+        loader.add_option(
+            "lineage_redact_flows",
+            bool,
+            True,
+            "Blank secret header values (Authorization, x-api-key, cookies) and key-like query values in every flow once forwarded, so saved flows (-w) hold no keys.",  # noqa: E501
+        )
         loader.add_option(
             "lineage_console",
             str,

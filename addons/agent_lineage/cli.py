@@ -24,8 +24,11 @@ from .trajectories import TrajectoryFiles
 from .validate import validate_trajectory
 
 OK, INVALID, USAGE = 0, 1, 2
+
+
 def exit_codes(one: str | None) -> str:
     return f"exit status: 0 ok, {f'1 {one}, ' if one else ''}2 a usage or input error"
+
 
 BAR_WIDTH = 30
 
@@ -83,7 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("mitmdump_args", nargs=argparse.REMAINDER, metavar="ARGS", help="mitmdump's arguments (mitmdump --help)")
     proxy.set_defaults(run=cmd_proxy)
 
-    path = command("addon-path", "print the path of the addon file to give `mitmdump -s` (or mitmweb)", "Prints the addon's path: mitmdump -s \"$(agent-lineage addon-path)\"")
+    path = command(
+        "addon-path",
+        "print the path of the addon file to give `mitmdump -s` (or mitmweb)",
+        'Prints the addon\'s path: mitmdump -s "$(agent-lineage addon-path)"',
+    )
     path.set_defaults(run=cmd_addon_path)
 
     convert = command(
@@ -94,7 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.add_argument("flows", nargs="+", metavar="FLOWS.mitm", help="saved flow files, replayed together in traffic order")
     convert.add_argument(
-        "-o", "--output", required=True, metavar="DIR", help="directory for trajectory-<session>.json (files of the same sessions are replaced)"
+        "-o",
+        "--output",
+        required=True,
+        metavar="DIR",
+        help="directory for trajectory-<session>.json (files of the same sessions are replaced)",
     )
     convert.add_argument("--calls", metavar="FILE.jsonl", help="also write every LLM call as one JSON line (the file is replaced)")
     convert.add_argument("--harness-file", metavar="F", help="YAML file merged over the built-in harness table")
@@ -129,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="+", metavar="FILE")
     validate.set_defaults(run=cmd_validate)
 
-    summary = command("summary", "the shape of a trajectory: agents, turns, steps, tools, tokens, side requests", "The terminal view of one trajectory.")
+    summary = command(
+        "summary", "the shape of a trajectory: agents, turns, steps, tools, tokens, side requests", "The terminal view of one trajectory."
+    )
     summary.add_argument("file", metavar="FILE")
     summary.set_defaults(run=cmd_summary)
 
@@ -149,8 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
         "one self-contained HTML page of trajectories: agent lanes on a timeline, every step expandable",
         "Writes one HTML file (inline CSS and JS, no network) that opens from file://.",
     )
-    view.add_argument("inputs", nargs="+", metavar="FILE.json|DIR", help="trajectory files, or a directory of them (gives an index of its sessions)")
-    view.add_argument("-o", "--output", metavar="FILE.html", help="where to write the page (default: FILE.html beside one file, DIR/index.html for one directory)")
+    view.add_argument(
+        "inputs", nargs="+", metavar="FILE.json|DIR", help="trajectory files, or a directory of them (gives an index of its sessions)"
+    )
+    view.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE.html",
+        help="where to write the page (default: FILE.html beside one file, DIR/index.html for one directory)",
+    )
     view.add_argument("--open", action="store_true", help="open the page in the default browser")
     view.set_defaults(run=cmd_view)
 
@@ -160,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Answers each request with the recorded response of the matching recorded request (docs/replay.md).",
         one="a request missed",
     )
-    replay.add_argument("flows", nargs="*", metavar="FLOWS.mitm", help="saved flow files whose recorded answers are served (none with --mode record)")
+    replay.add_argument(
+        "flows", nargs="*", metavar="FLOWS.mitm", help="saved flow files whose recorded answers are served (none with --mode record)"
+    )
     replay.add_argument("--port", type=int, default=8765, metavar="P", help="port to listen on (8765; 0 picks a free one)")
     replay.add_argument("--listen-host", default="127.0.0.1", metavar="H", help="address to listen on (127.0.0.1)")
     replay.add_argument(
@@ -168,9 +190,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="replay: a miss is an error; hybrid: a miss is forwarded to --upstream and recorded; record: forward and record everything",
     )  # fmt: skip
     replay.add_argument("--upstream", metavar="URL", help="where record and hybrid modes forward (e.g. https://api.anthropic.com)")
-    replay.add_argument("--timing", choices=["fast", "recorded"], default="fast", help="fast: answer at once; recorded: wait the recorded times")
-    replay.add_argument("-w", "--write", metavar="FILE.mitm", help="new flow file for the forwarded exchanges (record and hybrid modes; replay-recorded.mitm)")
-    replay.add_argument("--ignore", action="append", default=[], metavar="REGEX", help="text left out of the request key, e.g. a temporary directory (repeatable)")
+    replay.add_argument(
+        "--timing", choices=["fast", "recorded"], default="fast", help="fast: answer at once; recorded: wait the recorded times"
+    )
+    replay.add_argument(
+        "-w",
+        "--write",
+        metavar="FILE.mitm",
+        help="new flow file for the forwarded exchanges (record and hybrid modes; replay-recorded.mitm)",
+    )
+    replay.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="REGEX",
+        help="text left out of the request key, e.g. a temporary directory (repeatable)",
+    )
     replay.set_defaults(run=cmd_replay)
 
     kv = command(
@@ -183,7 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     kv.add_argument("files", nargs="+", metavar="FILE", help="trajectory files or saved flow files")
     kv.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="N", help=f"workers behind the router ({DEFAULT_WORKERS})")
     kv.add_argument(
-        "--cache-tokens", type=int, default=DEFAULT_CACHE_TOKENS, metavar="T",
+        "--cache-tokens",
+        type=int,
+        default=DEFAULT_CACHE_TOKENS,
+        metavar="T",
         help=f"prefix cache size of each worker, in tokens ({DEFAULT_CACHE_TOKENS:,})",
     )
     kv.add_argument("--seed", type=int, default=0, help="seed of the random strategy (0)")
@@ -230,7 +268,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
         if read.problem is not None and not read.flows:
             raise InputError(f"{name}: not a saved flow file ({read.problem})")
         if read.problem is not None:
-            warn("convert", f"{name}: stopped reading at byte {read.stopped_at} of {read.size} ({read.problem}); kept {plural(len(read.flows), 'flow')} read before it")
+            warn(
+                "convert",
+                f"{name}: stopped reading at byte {read.stopped_at} of {read.size} ({read.problem}); kept {plural(len(read.flows), 'flow')} read before it",  # noqa: E501
+            )
         flows += read.flows
     settings = Settings(
         stamp=False,

@@ -8,7 +8,7 @@ place in the tree for the flow's comment. No mitmproxy import: the addon decides
 terminal takes colour. The line format is documented in the README ("The console line"):
 
     ● claude-code cf26c84a t1  main NEW SESSION  messages claude-sonnet-4-5  200  0.41s→2.30s  in 12.4k (11.9k cached) out 312  tools Read, Task  by harness-header+fresh-user-message
-"""
+"""  # noqa: E501
 
 from __future__ import annotations
 

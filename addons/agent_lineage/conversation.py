@@ -70,7 +70,14 @@ class Lineage:
 
 def request_lines(call: Call, lineage: Lineage) -> list[Line]:
     stream = " · streamed" if call.stream else ""
-    lines: list[Line] = [[("header", f"{call.api} · {call.model or '?'}{stream} · {_plural(len(call.messages), 'message')}, {_plural(len(call.tools), 'tool')}")]]
+    lines: list[Line] = [
+        [
+            (
+                "header",
+                f"{call.api} · {call.model or '?'}{stream} · {_plural(len(call.messages), 'message')}, {_plural(len(call.tools), 'tool')}",
+            )
+        ]
+    ]
     lines += _lineage_lines(lineage, call.side)
     if call.system:
         lines += _section(f"system ({len(call.system):,} chars)")
@@ -106,7 +113,9 @@ def response_lines(call: Call, lineage: Lineage) -> list[Line]:
     usage = response.usage
     if usage.input_tokens is not None or usage.output_tokens is not None:
         lines += _section("usage")
-        cache = [f"{_n(n)} {what}" for n, what in ((usage.cache_read_tokens, "cached"), (usage.cache_write_tokens, "written to cache")) if n]
+        cache = [
+            f"{_n(n)} {what}" for n, what in ((usage.cache_read_tokens, "cached"), (usage.cache_write_tokens, "written to cache")) if n
+        ]
         reasoning = f"{_n(usage.reasoning_tokens)} reasoning" if usage.reasoning_tokens else ""
         lines.append(_pair("input", f"{_n(usage.input_tokens)} tokens" + (f" ({', '.join(cache)})" if cache else "")))
         lines.append(_pair("output", f"{_n(usage.output_tokens)} tokens" + (f" ({reasoning})" if reasoning else "")))

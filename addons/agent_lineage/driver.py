@@ -111,8 +111,10 @@ class Driver:
         self.catch_up()
         live = self.in_flight.get(flow.id)
         response = flow.response
-        return live is not None and response is not None and (
-            "text/event-stream" in response.headers.get("content-type", "") or response.stream is True
+        return (
+            live is not None
+            and response is not None
+            and ("text/event-stream" in response.headers.get("content-type", "") or response.stream is True)
         )
 
     def chunk(self, flow: Any, data: bytes) -> bytes:

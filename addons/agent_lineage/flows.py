@@ -38,9 +38,7 @@ def redact_query(path: str) -> str:
     """The path with the values of key-like query parameters (Gemini's `?key=`) blanked."""
     if "?" not in path:
         return path
-    return _QUERY_PARAM.sub(
-        lambda m: f"{m[1]}{m[2]}={REDACTED}" if m[2].lower() in SECRET_QUERY_PARAMS else m[0], path
-    )
+    return _QUERY_PARAM.sub(lambda m: f"{m[1]}{m[2]}={REDACTED}" if m[2].lower() in SECRET_QUERY_PARAMS else m[0], path)
 
 
 def client_of(flow: Any) -> str:

@@ -310,7 +310,9 @@ def _walk(trajectory: dict[str, Any], session: str, parent: str | None, source: 
             metrics = step.get("metrics") or {}
             blocks = list(zip(prefix.keys, split_tokens(sizes, metrics.get("prompt_tokens"))))
             native = (agent, parent) if harness else None
-            found.append((str(step.get("timestamp", "")), Request(session, agent, parent, blocks, native, f"{source}:{agent}:{step.get('step_id')}")))
+            found.append(
+                (str(step.get("timestamp", "")), Request(session, agent, parent, blocks, native, f"{source}:{agent}:{step.get('step_id')}"))
+            )
         piece = f"{step.get('source')}\0{text}"
         for call in step.get("tool_calls") or []:
             piece += f"\1{call.get('function_name')}\0{call.get('arguments')}"
@@ -353,7 +355,7 @@ def report(requests: list[Request], workers: int = DEFAULT_WORKERS, cache_tokens
 def table_lines(result: Report, top: int = 5) -> list[str]:
     total = sum(r.tokens for r in result.requests)
     lines = [
-        f"{len(result.requests)} requests, {total:,} prompt tokens; {result.workers} workers, LRU prefix cache of {result.cache_tokens:,} tokens each",
+        f"{len(result.requests)} requests, {total:,} prompt tokens; {result.workers} workers, LRU prefix cache of {result.cache_tokens:,} tokens each",  # noqa: E501
         "",
         "prefix reuse (tokens shared with an earlier request of ...):",
     ]

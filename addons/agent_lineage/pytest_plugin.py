@@ -67,7 +67,10 @@ class LineageRun:
             self.saved = workdir / "capture.mitm"
         else:
             if not capture.is_file():
-                pytest.fail(f"no capture {capture}: record it once with `pytest --lineage-update` (against {upstream or 'the real API'})", pytrace=False)
+                pytest.fail(
+                    f"no capture {capture}: record it once with `pytest --lineage-update` (against {upstream or 'the real API'})",
+                    pytrace=False,
+                )
             from .replay import Capture, ReplayServer  # imports mitmproxy: only when a test asks for it
 
             self.replay = ReplayServer(Capture.from_files([capture], [re.compile(p) for p in ignore])).start()
@@ -159,7 +162,9 @@ class LineageRun:
         produced = self.trajectories()
         if len(produced) != 1:
             names = ", ".join(p.name for p in produced) or "none"
-            pytest.fail(f"expected one trajectory (one root session), the run wrote {len(produced)}: {names}{self._miss_note()}", pytrace=False)
+            pytest.fail(
+                f"expected one trajectory (one root session), the run wrote {len(produced)}: {names}{self._miss_note()}", pytrace=False
+            )
         actual = _valid_trajectory(produced[0])
         if self.recording:
             golden.parent.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,17 @@ MODES = ("replay", "record", "hybrid")
 TIMINGS = ("fast", "recorded")
 MISS_STATUS = 404  # not one the SDKs retry (408, 409, 429, 5xx are): a miss fails at once
 HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade", "content-length"}
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+    }
 )
 SSE_EVENT_END = re.compile(rb"\r?\n\r?\n")
 PREVIEW = 160
@@ -106,7 +116,11 @@ class Miss:
         if self.nearest is not None:
             detail["nearest"] = {"number": self.nearest.number, "method": self.nearest.method, "path": self.nearest.path}
         if self.where is not None:
-            detail |= {"field": self.where, "recorded": _preview(self.recorded, self.received), "received": _preview(self.received, self.recorded)}
+            detail |= {
+                "field": self.where,
+                "recorded": _preview(self.recorded, self.received),
+                "received": _preview(self.received, self.recorded),
+            }
         # Shaped like both APIs' errors, so SDKs and CLIs print the message.
         return orjson.dumps({"type": "error", "error": {"type": "replay_miss", "message": self.message()}, "replay_miss": detail})
 
@@ -393,7 +407,9 @@ class _Handler(BaseHTTPRequestHandler):
             upstream.close()
             message = f"cannot reach the upstream {server.upstream}: {e}"
             log.error("%s", message)
-            return self._send(502, [("content-type", "application/json")], orjson.dumps({"error": {"type": "replay_upstream", "message": message}}))
+            return self._send(
+                502, [("content-type", "application/json")], orjson.dumps({"error": {"type": "replay_upstream", "message": message}})
+            )
         t_first = time.time()
         answer_headers = list(response.getheaders())
         self._start(response.status, answer_headers)

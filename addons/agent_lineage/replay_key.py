@@ -50,7 +50,9 @@ DATE_TIME = re.compile(
     r"|\b\d{1,2}:\d{2}(?::\d{2})?(?:\s?[AaPp][Mm])?\b"
 )
 # Timings and handles in tool outputs: Codex's command output, Claude Code's subagent result.
-VOLATILE_OUTPUT = re.compile(r"(?m)^(Wall time: )[\d.]+(?= seconds$)|^(Chunk ID: )\w+$|^(duration_ms: )\d+|(<duration_ms>)\d+(?=</duration_ms>)")
+VOLATILE_OUTPUT = re.compile(
+    r"(?m)^(Wall time: )[\d.]+(?= seconds$)|^(Chunk ID: )\w+$|^(duration_ms: )\d+|(<duration_ms>)\d+(?=</duration_ms>)"
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,7 +92,11 @@ def _agent_shape(trajectory: dict[str, Any], parent: AgentShape | None) -> Agent
     final = trajectory.get("final_metrics") or {}
     extra = final.get("extra") or {}
     totals = (final.get("total_prompt_tokens") or 0, final.get("total_completion_tokens") or 0, final.get("total_cached_tokens") or 0)
-    own = (extra.get("own_prompt_tokens", totals[0]), extra.get("own_completion_tokens", totals[1]), extra.get("own_cached_tokens", totals[2]))
+    own = (
+        extra.get("own_prompt_tokens", totals[0]),
+        extra.get("own_completion_tokens", totals[1]),
+        extra.get("own_cached_tokens", totals[2]),
+    )
     user = next((s for s in steps if s.source == "user"), None)
     agent = trajectory.get("agent") or {}
     lineage = (trajectory.get("extra") or {}).get("agent_lineage") or {}
@@ -219,7 +223,7 @@ def _short_ids(ids: list[str]) -> dict[str, str]:
 
 def _preview(text: str) -> str:
     line = " ".join(text.split())
-    return f"\"{line[:PREVIEW_CHARS]}…\"" if len(line) > PREVIEW_CHARS else f"\"{line}\""
+    return f'"{line[:PREVIEW_CHARS]}…"' if len(line) > PREVIEW_CHARS else f'"{line}"'
 
 
 def _tokens(tokens: tuple[int, int, int]) -> str:
@@ -353,9 +357,9 @@ def _step_differences(a: list[StepShape], b: list[StepShape], prefix: str, token
         paired = list(zip(a[i1:i2], b[j1:j2]))
         for x, y in paired:
             found += [prefix + d for d in _step_pair(x, y, tokens)]
-        for x in a[i1 + len(paired):i2]:
+        for x in a[i1 + len(paired) : i2]:
             found.append(f"{prefix}step {x.step_id} ({_describe(x)}) missing")
-        for y in b[j1 + len(paired):j2]:
+        for y in b[j1 + len(paired) : j2]:
             after = f"after step {a[i2 - 1].step_id}" if i2 else "at the start"
             found.append(f"{prefix}extra step {after} ({_describe(y)})")
     return found

@@ -164,9 +164,7 @@ class _BrotliDecoder:
     def decompress(self, data: bytes) -> bytes:
         if self._budget.limit is None:
             return self._obj.process(data)
-        return b"".join(
-            self._budget.take(self._obj.process(data[i : i + BROTLI_SLICE])) for i in range(0, len(data), BROTLI_SLICE)
-        )
+        return b"".join(self._budget.take(self._obj.process(data[i : i + BROTLI_SLICE])) for i in range(0, len(data), BROTLI_SLICE))
 
 
 def _zstd_decoder(limit: int | None) -> Decoder:

@@ -173,7 +173,13 @@ REWRITE_BYTES_PER_SECOND = 4 * 2**20
 class TrajectoryWriter:
     """The live CallSink: a queue in front of one writer thread that owns a TrajectoryFiles."""
 
-    def __init__(self, directory: str | Path, write_interval: float, mask_keys: bool = False, rewrite_bytes_per_second: float = REWRITE_BYTES_PER_SECOND) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        write_interval: float,
+        mask_keys: bool = False,
+        rewrite_bytes_per_second: float = REWRITE_BYTES_PER_SECOND,
+    ) -> None:
         self.files = TrajectoryFiles(directory, mask_keys=mask_keys)
         self.write_interval = write_interval
         self.rewrite_bytes_per_second = rewrite_bytes_per_second

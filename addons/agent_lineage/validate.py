@@ -81,7 +81,7 @@ def _check_trajectory(trajectory: dict[str, Any], at: str, problems: list[str]) 
 def _check_step(step: dict[str, Any], at: str, embedded: set[Any], problems: list[str]) -> None:
     source = step.get("source")
     if "message" not in step:
-        problems.append(f"{at}.message: must be present (\"\" is allowed)")
+        problems.append(f'{at}.message: must be present ("" is allowed)')
     if source == "user" and "observation" in step:
         problems.append(f"{at}.observation: user steps carry no observation")
     if source != "agent":
@@ -104,7 +104,12 @@ def _check_step(step: dict[str, Any], at: str, embedded: set[Any], problems: lis
     for i, result in enumerate(results if isinstance(results, list) else []):
         refs = result.get("subagent_trajectory_ref") if isinstance(result, dict) else None
         for j, ref in enumerate(refs if isinstance(refs, list) else []):
-            if isinstance(ref, dict) and ref.get("trajectory_path") is None and ref.get("trajectory_id") is not None and ref["trajectory_id"] not in embedded:
+            if (
+                isinstance(ref, dict)
+                and ref.get("trajectory_path") is None
+                and ref.get("trajectory_id") is not None
+                and ref["trajectory_id"] not in embedded
+            ):
                 problems.append(
                     f"{at}.observation.results[{i}].subagent_trajectory_ref[{j}]: trajectory_id {ref['trajectory_id']!r} "
                     "matches no trajectory in this trajectory's subagent_trajectories"

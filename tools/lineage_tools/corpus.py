@@ -151,9 +151,24 @@ class Round:
 MODULES = ["billing", "auth", "scheduler", "parser", "cache", "exporter", "router", "ingest", "metrics", "storage", "search", "notify"]
 VERBS = ["parse", "load", "render", "validate", "sync", "merge", "resolve", "flush", "retry", "encode", "fetch", "apply"]
 NOUNS = ["invoice", "token", "config", "batch", "header", "session", "record", "schedule", "payload", "index", "cursor", "policy"]
-ERRORS = ["KeyError: 'tenant_id'", "AssertionError: expected 3 rows, got 2", "TimeoutError after 30s", "TypeError: 'NoneType' object is not iterable", "ValueError: invalid literal for int()", "UnicodeDecodeError at byte 0x9f"]
+ERRORS = [
+    "KeyError: 'tenant_id'",
+    "AssertionError: expected 3 rows, got 2",
+    "TimeoutError after 30s",
+    "TypeError: 'NoneType' object is not iterable",
+    "ValueError: invalid literal for int()",
+    "UnicodeDecodeError at byte 0x9f",
+]
 PROJECTS = ["/home/user/project", "/home/user/src/ledger", "/home/user/work/api-gateway", "/srv/app"]
-FOLLOW_UPS = ["continue", "yes, go ahead", "run the tests again", "Thanks. Now add a regression test for that.", "Also update the changelog.", "Can you explain why that fixes it?", "ok, commit it"]
+FOLLOW_UPS = [
+    "continue",
+    "yes, go ahead",
+    "run the tests again",
+    "Thanks. Now add a regression test for that.",
+    "Also update the changelog.",
+    "Can you explain why that fixes it?",
+    "ok, commit it",
+]
 NICKNAMES = ["Erdos", "Noether", "Turing", "Lovelace", "Hopper", "Euler", "Gauss", "Curie"]
 
 
@@ -178,7 +193,7 @@ class Words:
         n = r.randint(100, 9999)
         return r.choice(
             [
-                f"Fix the failing test test_{self.func()} in tests/test_{r.choice(MODULES)}.py: it fails with `{r.choice(ERRORS)}` since PR #{n}.",
+                f"Fix the failing test test_{self.func()} in tests/test_{r.choice(MODULES)}.py: it fails with `{r.choice(ERRORS)}` since PR #{n}.",  # noqa: E501
                 f"Add a --{r.choice(NOUNS)}-limit option to the {r.choice(MODULES)} CLI (default {n}) and document it in README.md.",
                 f"Refactor {self.func()} in {self.path()} so it reads the config once; keep the public API. Ticket OPS-{n}.",
                 f"Why does `{self.test_command()}` fail with {r.choice(ERRORS)} on CI run {n}? Find the cause and fix it.",
@@ -194,18 +209,23 @@ class Words:
 
     def subtask(self) -> str:
         r = self.rng
-        return r.choice(
-            [
-                f"Search the codebase for every caller of {self.func()} and list the files with line numbers. Report only the list.",
-                f"Read {self.path()} and summarise how {self.func()} handles errors; do not edit anything.",
-                f"Run `{self.test_command()}` and report any failures verbatim, with the failing assertion.",
-                f"Find where the {r.choice(NOUNS)} retry limit is configured (look for {r.randint(2, 99)} or RETRY_*) and report the file and line.",
-                f"Check whether {self.path()} still imports {self.func()}; if it does, explain what it is used for.",
-            ]
-        ) + f" (subtask {r.randint(1000, 99999)})"
+        return (
+            r.choice(
+                [
+                    f"Search the codebase for every caller of {self.func()} and list the files with line numbers. Report only the list.",
+                    f"Read {self.path()} and summarise how {self.func()} handles errors; do not edit anything.",
+                    f"Run `{self.test_command()}` and report any failures verbatim, with the failing assertion.",
+                    f"Find where the {r.choice(NOUNS)} retry limit is configured (look for {r.randint(2, 99)} or RETRY_*) and report the file and line.",  # noqa: E501
+                    f"Check whether {self.path()} still imports {self.func()}; if it does, explain what it is used for.",
+                ]
+            )
+            + f" (subtask {r.randint(1000, 99999)})"
+        )
 
     def preamble(self) -> str:
-        return self.rng.choice(["", "", "Let me look at the code first.", "I'll check the tests.", "Running a command.", "Delegating part of this."])
+        return self.rng.choice(
+            ["", "", "Let me look at the code first.", "I'll check the tests.", "Running a command.", "Delegating part of this."]
+        )
 
     def answer(self) -> str:
         r = self.rng
@@ -228,39 +248,73 @@ class Words:
 
     def shell_command(self) -> str:
         r = self.rng
-        return r.choice([self.test_command(), f"rg -n '{self.func()}' src", "git status --short", f"git diff --stat HEAD~{r.randint(1, 5)}", f"ls {r.choice(MODULES)}"])
+        return r.choice(
+            [
+                self.test_command(),
+                f"rg -n '{self.func()}' src",
+                "git status --short",
+                f"git diff --stat HEAD~{r.randint(1, 5)}",
+                f"ls {r.choice(MODULES)}",
+            ]
+        )
 
     def file_text(self) -> str:
-        return "\n".join(f"{i:>6}\tdef {self.func()}(x):" if i % 3 == 1 else f"{i:>6}\t    return x" for i in range(1, self.rng.randint(4, 12)))
+        return "\n".join(
+            f"{i:>6}\tdef {self.func()}(x):" if i % 3 == 1 else f"{i:>6}\t    return x" for i in range(1, self.rng.randint(4, 12))
+        )
 
 
 # -- SDK app domains: orchestrators with specialist agents exposed as tools --------------------
 
 SDK_DOMAINS: dict[str, dict[str, Any]] = {
     "support": {
-        "instructions": "You are the support desk orchestrator. Answer the customer; call the specialists as tools when their area is involved.",
+        "instructions": "You are the support desk orchestrator. Answer the customer; call the specialists as tools when their area is involved.",  # noqa: E501
         "prompts": [
             "Customer #{n} asks why invoice #{m} shows a late fee, and where their parcel is.",
             "Order {m} for customer #{n} arrived damaged; they want a refund and a replacement.",
             "Customer #{n} was charged twice for order {m}. Sort it out and tell them when the parcel ships.",
         ],
         "specialists": {
-            "billing_expert": ("You handle invoices, refunds and payment plans.", ["lookup_invoice", "issue_refund"], "Check invoice #{m} for customer #{n} and report the balance and any fees."),
-            "shipping_expert": ("You track parcels and arrange replacements.", ["track_order"], "Track the parcel of order {m} for customer #{n} and give its ETA."),
-            "policy_expert": ("You quote the refund and warranty policy. Answer from memory.", [], "Quote our refund policy that applies to order {m} (customer #{n})."),
+            "billing_expert": (
+                "You handle invoices, refunds and payment plans.",
+                ["lookup_invoice", "issue_refund"],
+                "Check invoice #{m} for customer #{n} and report the balance and any fees.",
+            ),
+            "shipping_expert": (
+                "You track parcels and arrange replacements.",
+                ["track_order"],
+                "Track the parcel of order {m} for customer #{n} and give its ETA.",
+            ),
+            "policy_expert": (
+                "You quote the refund and warranty policy. Answer from memory.",
+                [],
+                "Quote our refund policy that applies to order {m} (customer #{n}).",
+            ),
         },
     },
     "research": {
-        "instructions": "You are a research lead. Break the question down and delegate to the specialists; write the final answer yourself.",
+        "instructions": "You are a research lead. Break the question down and delegate to the specialists; write the final answer yourself.",  # noqa: E501
         "prompts": [
             "Compare the {a} and {b} storage engines for a write-heavy workload of {n} events per second.",
             "Summarise what changed in release {n}.{m} of the {a} project and whether it affects us.",
             "Estimate the monthly cost of running {n} {a} nodes versus a managed {b} cluster.",
         ],
         "specialists": {
-            "web_researcher": ("You search the web and cite sources.", ["web_search", "fetch_page"], "Find recent benchmarks of {a} under {n} writes per second; cite sources."),
-            "data_analyst": ("You compute figures from data the lead gives you.", ["run_sql"], "Compute the cost per million events for {a} and {b} at {n} events per second."),
-            "fact_checker": ("You verify claims. Answer yes or no with one reason.", [], "Verify the claim that {a} release {n}.{m} changed its default compaction."),
+            "web_researcher": (
+                "You search the web and cite sources.",
+                ["web_search", "fetch_page"],
+                "Find recent benchmarks of {a} under {n} writes per second; cite sources.",
+            ),
+            "data_analyst": (
+                "You compute figures from data the lead gives you.",
+                ["run_sql"],
+                "Compute the cost per million events for {a} and {b} at {n} events per second.",
+            ),
+            "fact_checker": (
+                "You verify claims. Answer yes or no with one reason.",
+                [],
+                "Verify the claim that {a} release {n}.{m} changed its default compaction.",
+            ),
         },
     },
     "travel": {
@@ -270,13 +324,31 @@ SDK_DOMAINS: dict[str, dict[str, Any]] = {
             "Find a flight from {a} to {b} on the {n}th and a hotel near the conference centre.",
         ],
         "specialists": {
-            "flight_agent": ("You find and hold flights.", ["search_flights"], "Find two flight options from {a} to {b} on the {n}th under {m} EUR."),
-            "hotel_agent": ("You find and hold hotel rooms.", ["search_hotels"], "Find a hotel in {b} for {n} nights under {m} EUR per night."),
-            "visa_agent": ("You answer visa questions. Answer from memory.", [], "Say whether a traveller from {a} needs a visa for {b} (trip #{m})."),
+            "flight_agent": (
+                "You find and hold flights.",
+                ["search_flights"],
+                "Find two flight options from {a} to {b} on the {n}th under {m} EUR.",
+            ),
+            "hotel_agent": (
+                "You find and hold hotel rooms.",
+                ["search_hotels"],
+                "Find a hotel in {b} for {n} nights under {m} EUR per night.",
+            ),
+            "visa_agent": (
+                "You answer visa questions. Answer from memory.",
+                [],
+                "Say whether a traveller from {a} needs a visa for {b} (trip #{m}).",
+            ),
         },
     },
 }
-SDK_FOLLOW_UPS = ["Thanks. And what about order {m}?", "Can you check the same for customer #{n}?", "ok, go ahead", "Please double-check {a} as well.", "What would change for {b}?"]
+SDK_FOLLOW_UPS = [
+    "Thanks. And what about order {m}?",
+    "Can you check the same for customer #{n}?",
+    "ok, go ahead",
+    "Please double-check {a} as well.",
+    "What would change for {b}?",
+]
 SDK_PLACES = ["Paris", "Rome", "Oslo", "Lisbon", "Tokyo", "Denver", "Nairobi", "Lima"]
 SDK_ENGINES = ["RocksDB", "LevelDB", "Cassandra", "ScyllaDB", "Postgres", "ClickHouse"]
 SDK_TOOLS: dict[str, tuple[str, str, str]] = {  # name -> (argument, description, result template)
@@ -306,7 +378,16 @@ def _sse(event: str | None, data: Any) -> str:
 def anthropic_events(message_id: str, model: str, output: Output, usage: dict[str, int]) -> bytes:
     """A Messages stream exactly as the API sends it: start, ping, blocks, delta, stop."""
     start_usage = {**usage, "output_tokens": 1}
-    message = {"id": message_id, "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": None, "stop_sequence": None, "usage": start_usage}
+    message = {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": start_usage,
+    }
     events = [_sse("message_start", {"type": "message_start", "message": message}), _sse("ping", {"type": "ping"})]
     blocks: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
     if output.text:
@@ -319,7 +400,16 @@ def anthropic_events(message_id: str, model: str, output: Output, usage: dict[st
         events += [_sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": d}) for d in deltas]
         events.append(_sse("content_block_stop", {"type": "content_block_stop", "index": index}))
     stop = "tool_use" if output.calls else "end_turn"
-    events.append(_sse("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None}, "usage": {"output_tokens": usage["output_tokens"]}}))
+    events.append(
+        _sse(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop, "stop_sequence": None},
+                "usage": {"output_tokens": usage["output_tokens"]},
+            },
+        )
+    )
     events.append(_sse("message_stop", {"type": "message_stop"}))
     return "".join(events).encode()
 
@@ -328,7 +418,18 @@ def anthropic_message(message_id: str, model: str, output: Output, usage: dict[s
     content: list[dict[str, Any]] = [{"type": "text", "text": output.text}] if output.text else []
     content += [{"type": "tool_use", "id": c.call_id, "name": c.name, "input": c.arguments} for c in output.calls]
     stop = "tool_use" if output.calls else "end_turn"
-    return dumps({"id": message_id, "type": "message", "role": "assistant", "model": model, "content": content, "stop_reason": stop, "stop_sequence": None, "usage": usage}).encode()
+    return dumps(
+        {
+            "id": message_id,
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": content,
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": usage,
+        }
+    ).encode()
 
 
 def responses_items(output: Output, message_id: str, ids: Ids) -> list[dict[str, Any]]:
@@ -337,26 +438,66 @@ def responses_items(output: Output, message_id: str, ids: Ids) -> list[dict[str,
     if output.reasoning:
         items.append({"type": "reasoning", "id": f"rs_{ids.hex(48)}", "summary": [], "encrypted_content": "gAAAAB" + ids.alnum(120)})
     if output.text:
-        items.append({"type": "message", "id": message_id, "role": "assistant", "status": "completed", "content": [{"type": "output_text", "text": output.text, "annotations": []}]})
+        items.append(
+            {
+                "type": "message",
+                "id": message_id,
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": output.text, "annotations": []}],
+            }
+        )
     for call in output.calls:
         if call.kind == "tool_search":
-            items.append({"type": "tool_search_call", "id": call.item_id, "call_id": call.call_id, "execution": "client", "status": "completed", "arguments": call.arguments})
+            items.append(
+                {
+                    "type": "tool_search_call",
+                    "id": call.item_id,
+                    "call_id": call.call_id,
+                    "execution": "client",
+                    "status": "completed",
+                    "arguments": call.arguments,
+                }
+            )
             continue
-        item = {"type": "function_call", "id": call.item_id, "call_id": call.call_id, "name": call.name, "arguments": dumps(call.arguments), "status": "completed"}
+        item = {
+            "type": "function_call",
+            "id": call.item_id,
+            "call_id": call.call_id,
+            "name": call.name,
+            "arguments": dumps(call.arguments),
+            "status": "completed",
+        }
         if call.namespace:
             item["namespace"] = call.namespace
         items.append(item)
     return items
 
 
-def responses_object(response_id: str, model: str, created: int, status: str, items: list[dict[str, Any]], usage: dict[str, Any] | None) -> dict[str, Any]:
-    return {"id": response_id, "object": "response", "created_at": created, "status": status, "error": None, "incomplete_details": None, "model": model, "output": items, "parallel_tool_calls": True, "usage": usage}
+def responses_object(
+    response_id: str, model: str, created: int, status: str, items: list[dict[str, Any]], usage: dict[str, Any] | None
+) -> dict[str, Any]:
+    return {
+        "id": response_id,
+        "object": "response",
+        "created_at": created,
+        "status": status,
+        "error": None,
+        "incomplete_details": None,
+        "model": model,
+        "output": items,
+        "parallel_tool_calls": True,
+        "usage": usage,
+    }
 
 
 def responses_events(response: dict[str, Any]) -> bytes:
     """A Responses stream: created, in_progress, each item added / deltas / done, completed."""
     pending = {**response, "status": "in_progress", "output": [], "usage": None}
-    events: list[tuple[str, dict[str, Any]]] = [("response.created", {"response": pending}), ("response.in_progress", {"response": pending})]
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("response.created", {"response": pending}),
+        ("response.in_progress", {"response": pending}),
+    ]
     for index, item in enumerate(response["output"]):
         at = {"item_id": item["id"], "output_index": index}
         if item["type"] == "message":
@@ -368,11 +509,18 @@ def responses_events(response: dict[str, Any]) -> bytes:
             events.append(("response.output_text.done", {**at, "content_index": 0, "text": text, "logprobs": []}))
             events.append(("response.content_part.done", {**at, "content_index": 0, "part": {**part, "text": text}}))
         elif item["type"] == "function_call":
-            events.append(("response.output_item.added", {"output_index": index, "item": {**item, "arguments": "", "status": "in_progress"}}))
+            events.append(
+                ("response.output_item.added", {"output_index": index, "item": {**item, "arguments": "", "status": "in_progress"}})
+            )
             events += [("response.function_call_arguments.delta", {**at, "delta": p}) for p in _pieces(item["arguments"], 40)]
             events.append(("response.function_call_arguments.done", {**at, "arguments": item["arguments"]}))
         else:  # reasoning and tool_search_call arrive whole
-            events.append(("response.output_item.added", {"output_index": index, "item": {**item, "status": "in_progress"} if "status" in item else item}))
+            events.append(
+                (
+                    "response.output_item.added",
+                    {"output_index": index, "item": {**item, "status": "in_progress"} if "status" in item else item},
+                )
+            )
         events.append(("response.output_item.done", {"output_index": index, "item": item}))
     events.append(("response.completed", {"response": response}))
     return "".join(_sse(kind, {"type": kind, "sequence_number": n, **data}) for n, (kind, data) in enumerate(events)).encode()
@@ -387,7 +535,18 @@ def chat_completion(completion_id: str, model: str, created: int, output: Output
     if output.calls:
         message["tool_calls"] = chat_tool_calls(output)
     choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls" if output.calls else "stop"}
-    return dumps({"id": completion_id, "object": "chat.completion", "created": created, "model": model, "choices": [choice], "usage": usage, "service_tier": "default", "system_fingerprint": "fp_5d0c1a7e32"}).encode()
+    return dumps(
+        {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [choice],
+            "usage": usage,
+            "service_tier": "default",
+            "system_fingerprint": "fp_5d0c1a7e32",
+        }
+    ).encode()
 
 
 def chat_events(completion_id: str, model: str, created: int, output: Output, usage: dict[str, Any]) -> bytes:
@@ -395,7 +554,19 @@ def chat_events(completion_id: str, model: str, created: int, output: Output, us
 
     def chunk(delta: dict[str, Any] | None, finish: str | None = None, last_usage: dict[str, Any] | None = None) -> str:
         choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
-        return _sse(None, {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model, "service_tier": "default", "system_fingerprint": "fp_5d0c1a7e32", "choices": choices, "usage": last_usage})
+        return _sse(
+            None,
+            {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "service_tier": "default",
+                "system_fingerprint": "fp_5d0c1a7e32",
+                "choices": choices,
+                "usage": last_usage,
+            },
+        )
 
     events = [chunk({"role": "assistant", "content": "" if output.text else None, "refusal": None})]
     events += [chunk({"content": p}) for p in _pieces(output.text)] if output.text else []
@@ -600,9 +771,26 @@ class Session:
         }
 
     def side_truth(self, side_type: str, turn: int | None) -> dict[str, Any]:
-        return {"kind": "side", "side_type": side_type, "root_session_id": self.root_id, "agent_id": None, "parent_agent_id": None, "turn_index": turn, "starts_new_turn": False}
+        return {
+            "kind": "side",
+            "side_type": side_type,
+            "root_session_id": self.root_id,
+            "agent_id": None,
+            "parent_agent_id": None,
+            "turn_index": turn,
+            "starts_new_turn": False,
+        }
 
-    def emit(self, method: str, path: str, headers: list[tuple[str, str]], body: dict[str, Any] | None, port: int, t: float, truth: dict[str, Any]) -> Wire:
+    def emit(
+        self,
+        method: str,
+        path: str,
+        headers: list[tuple[str, str]],
+        body: dict[str, Any] | None,
+        port: int,
+        t: float,
+        truth: dict[str, Any],
+    ) -> Wire:
         content = dumps(body).encode() if body is not None else b""
         wire = Wire(method, path, headers, content, port, t, t + 0.0005 + len(content) / 40e6, {"client": self.client_label, **truth})
         self.builder.wires.append(wire)
@@ -634,7 +822,7 @@ class Session:
 CLAUDE_VERSION = "2.1.197"
 CLAUDE_MODEL = "claude-opus-4-8"
 CLAUDE_SMALL_MODEL = "claude-haiku-4-5-20251001"
-CLAUDE_BETAS = "claude-code-20250219,context-1m-2025-08-07,interleaved-thinking-2025-05-14,thinking-token-count-2026-05-13,context-management-2025-06-27,prompt-caching-scope-2026-01-05,mid-conversation-system-2026-04-07,effort-2025-11-24"
+CLAUDE_BETAS = "claude-code-20250219,context-1m-2025-08-07,interleaved-thinking-2025-05-14,thinking-token-count-2026-05-13,context-management-2025-06-27,prompt-caching-scope-2026-01-05,mid-conversation-system-2026-04-07,effort-2025-11-24"  # noqa: E501
 CLAUDE_REMINDER = (
     "<system-reminder>\nAs you answer the user's questions, you can use the following context:\n# currentDate\n"
     "Today's date is 2026-11-26.\n\n      IMPORTANT: this context may or may not be relevant to your tasks. You should not "
@@ -657,21 +845,57 @@ CLAUDE_AGENT_TYPES = (
     "searches. (Tools: All tools except Agent, Edit, Write)\n\nWhen you launch multiple agents for independent work, send them "
     "in a single message with multiple tool uses so they run concurrently."
 )
-CLAUDE_SKILLS = "The following skills are available for use with the Skill tool:\n\n- verify: Verify that a code change actually does what it's supposed to.\n- code-review: Review the current diff for correctness bugs."
-CLAUDE_TITLE_PROMPT = "Generate a concise, sentence-case title (3-7 words) that captures the main topic or goal of this coding session. Return JSON with a single \"title\" field."
+CLAUDE_SKILLS = "The following skills are available for use with the Skill tool:\n\n- verify: Verify that a code change actually does what it's supposed to.\n- code-review: Review the current diff for correctness bugs."  # noqa: E501
+CLAUDE_TITLE_PROMPT = 'Generate a concise, sentence-case title (3-7 words) that captures the main topic or goal of this coding session. Return JSON with a single "title" field.'  # noqa: E501
 
 
 def _schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object", "properties": properties, "required": required, "additionalProperties": False}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+    }
 
 
 CLAUDE_TOOLS = [
-    {"name": "Agent", "description": "Launch a new agent to handle complex, multi-step tasks autonomously.", "input_schema": _schema({"description": {"type": "string"}, "prompt": {"type": "string"}, "subagent_type": {"type": "string"}}, ["description", "prompt"])},
-    {"name": "Bash", "description": "Executes a bash command and returns its output.", "input_schema": _schema({"command": {"type": "string"}, "description": {"type": "string"}}, ["command"])},
-    {"name": "Edit", "description": "Performs exact string replacements in files.", "input_schema": _schema({"file_path": {"type": "string"}, "old_string": {"type": "string"}, "new_string": {"type": "string"}}, ["file_path", "old_string", "new_string"])},
-    {"name": "Grep", "description": "A powerful search tool built on ripgrep.", "input_schema": _schema({"pattern": {"type": "string"}, "path": {"type": "string"}}, ["pattern"])},
-    {"name": "Read", "description": "Reads a file from the local filesystem.", "input_schema": _schema({"file_path": {"type": "string"}}, ["file_path"])},
-    {"name": "Write", "description": "Writes a file to the local filesystem.", "input_schema": _schema({"file_path": {"type": "string"}, "content": {"type": "string"}}, ["file_path", "content"])},
+    {
+        "name": "Agent",
+        "description": "Launch a new agent to handle complex, multi-step tasks autonomously.",
+        "input_schema": _schema(
+            {"description": {"type": "string"}, "prompt": {"type": "string"}, "subagent_type": {"type": "string"}},
+            ["description", "prompt"],
+        ),
+    },
+    {
+        "name": "Bash",
+        "description": "Executes a bash command and returns its output.",
+        "input_schema": _schema({"command": {"type": "string"}, "description": {"type": "string"}}, ["command"]),
+    },
+    {
+        "name": "Edit",
+        "description": "Performs exact string replacements in files.",
+        "input_schema": _schema(
+            {"file_path": {"type": "string"}, "old_string": {"type": "string"}, "new_string": {"type": "string"}},
+            ["file_path", "old_string", "new_string"],
+        ),
+    },
+    {
+        "name": "Grep",
+        "description": "A powerful search tool built on ripgrep.",
+        "input_schema": _schema({"pattern": {"type": "string"}, "path": {"type": "string"}}, ["pattern"]),
+    },
+    {
+        "name": "Read",
+        "description": "Reads a file from the local filesystem.",
+        "input_schema": _schema({"file_path": {"type": "string"}}, ["file_path"]),
+    },
+    {
+        "name": "Write",
+        "description": "Writes a file to the local filesystem.",
+        "input_schema": _schema({"file_path": {"type": "string"}, "content": {"type": "string"}}, ["file_path", "content"]),
+    },
 ]
 
 
@@ -690,16 +914,43 @@ class ClaudeSession(Session):
     def start_process(self, t: float) -> float:
         """`HEAD /` from the native runtime (its own user agent), sometimes a quota probe."""
         self.port = self.builder.port()
-        probe = self.emit("HEAD", "/", [("Connection", "keep-alive"), ("User-Agent", "Bun/1.4.0"), ("Accept", "*/*"), ("Host", f"127.0.0.1:{UPSTREAM_PORT}"), ("Accept-Encoding", "gzip, deflate, br, zstd")], None, self.builder.port(), t, self.side_truth("probe", None))
+        probe = self.emit(
+            "HEAD",
+            "/",
+            [
+                ("Connection", "keep-alive"),
+                ("User-Agent", "Bun/1.4.0"),
+                ("Accept", "*/*"),
+                ("Host", f"127.0.0.1:{UPSTREAM_PORT}"),
+                ("Accept-Encoding", "gzip, deflate, br, zstd"),
+            ],
+            None,
+            self.builder.port(),
+            t,
+            self.side_truth("probe", None),
+        )
         probe.response_headers = [("date", self.date(t)), ("content-type", "application/json"), ("content-length", "2")]
         probe.response_body = b"{}"
         probe.t_first_byte = probe.t_sent + self.rng.uniform(0.003, 0.05)
         probe.t_end = probe.t_first_byte + 0.0005
         t = probe.t_end + self.rng.uniform(0.3, 0.6)
         if self.rng.random() < 0.5:
-            body = {"model": CLAUDE_SMALL_MODEL, "max_tokens": 1, "messages": [{"role": "user", "content": "test"}], "metadata": {"user_id": self.user_id()}}
+            body = {
+                "model": CLAUDE_SMALL_MODEL,
+                "max_tokens": 1,
+                "messages": [{"role": "user", "content": "test"}],
+                "metadata": {"user_id": self.user_id()},
+            }
             quota = self.emit("POST", "/v1/messages?beta=true", self.headers(None, 0), body, self.port, t, self.side_truth("quota", None))
-            self.json_answer(quota, anthropic_message(f"msg_01{self.ids.alnum(22)}", CLAUDE_SMALL_MODEL, Output(text="Hi"), {"input_tokens": 8, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 1}))
+            self.json_answer(
+                quota,
+                anthropic_message(
+                    f"msg_01{self.ids.alnum(22)}",
+                    CLAUDE_SMALL_MODEL,
+                    Output(text="Hi"),
+                    {"input_tokens": 8, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 1},
+                ),
+            )
             t = quota.t_end + self.rng.uniform(0.05, 0.3)
         if self.root is not None:
             self.root.port = self.port
@@ -735,7 +986,12 @@ class ClaudeSession(Session):
             headers.append(("x-claude-code-agent-id", agent.truth_id))
             if agent.parent.parent is not None:
                 headers.append(("x-claude-code-parent-agent-id", agent.parent.truth_id))
-        return headers + [("Connection", "keep-alive"), ("Host", f"127.0.0.1:{UPSTREAM_PORT}"), ("Accept-Encoding", "gzip, deflate, br, zstd"), ("Content-Length", "")]
+        return headers + [
+            ("Connection", "keep-alive"),
+            ("Host", f"127.0.0.1:{UPSTREAM_PORT}"),
+            ("Accept-Encoding", "gzip, deflate, br, zstd"),
+            ("Content-Length", ""),
+        ]
 
     def first_message(self, text: str) -> dict[str, Any]:
         return {"role": "user", "content": [{"type": "text", "text": CLAUDE_REMINDER}, {"type": "text", "text": text}]}
@@ -756,10 +1012,17 @@ class ClaudeSession(Session):
 
     def request(self, agent: Agent, retry: int) -> tuple[str, list[tuple[str, str]], dict[str, Any]]:
         sub = agent.parent is not None
-        billing = f"x-anthropic-billing-header: cc_version={CLAUDE_VERSION}.{self.ids.hex(3)}; cc_entrypoint={'cli' if self.interactive else 'sdk-cli'};" + (" cc_is_subagent=true;" if sub else "")
+        billing = (
+            f"x-anthropic-billing-header: cc_version={CLAUDE_VERSION}.{self.ids.hex(3)}; cc_entrypoint={'cli' if self.interactive else 'sdk-cli'};"  # noqa: E501
+            + (" cc_is_subagent=true;" if sub else "")
+        )
         system = [
             {"type": "text", "text": billing},
-            {"type": "text", "text": "You are a Claude agent, built on Anthropic's Claude Agent SDK.", "cache_control": {"type": "ephemeral"}},
+            {
+                "type": "text",
+                "text": "You are a Claude agent, built on Anthropic's Claude Agent SDK.",
+                "cache_control": {"type": "ephemeral"},
+            },
             {"type": "text", "text": CLAUDE_SUB_PROMPT if sub else CLAUDE_MAIN_PROMPT, "cache_control": {"type": "ephemeral"}},
         ]
         body: dict[str, Any] = {
@@ -780,7 +1043,12 @@ class ClaudeSession(Session):
     def usage(self, agent: Agent, output: Output) -> dict[str, int]:
         total, cached = self.usage_tokens(agent)
         written = (total - cached) // 64 * 64
-        return {"input_tokens": total - cached - written, "cache_creation_input_tokens": written, "cache_read_input_tokens": cached, "output_tokens": 20 + len(output.text) // 4}
+        return {
+            "input_tokens": total - cached - written,
+            "cache_creation_input_tokens": written,
+            "cache_read_input_tokens": cached,
+            "output_tokens": 20 + len(output.text) // 4,
+        }
 
     def response_headers(self, t: float, content_type: str) -> list[tuple[str, str]]:
         return [
@@ -825,7 +1093,12 @@ class ClaudeSession(Session):
             pattern = words.func()
             return ToolCall(call_id, "Grep", {"pattern": pattern, "path": "/home/user/project/src"}, words.shell_output("rg"))
         path = f"/home/user/project/{words.path()}"
-        return ToolCall(call_id, "Edit", {"file_path": path, "old_string": "return x", "new_string": "return x or []"}, f"The file {path} has been updated.")
+        return ToolCall(
+            call_id,
+            "Edit",
+            {"file_path": path, "old_string": "return x", "new_string": "return x or []"},
+            f"The file {path} has been updated.",
+        )
 
     def add_tool_results(self, agent: Agent, calls: list[ToolCall], t: float) -> None:
         blocks = [{"tool_use_id": c.call_id, "type": "tool_result", "content": c.result, "is_error": False} for c in calls]
@@ -838,14 +1111,20 @@ class ClaudeSession(Session):
         calls = []
         for _ in range(count):
             task = self.words.subtask()
-            calls.append(ToolCall(f"toolu_01{self.ids.alnum(22)}", "Agent", {"description": " ".join(task.split()[:4]), "prompt": task, "subagent_type": "general-purpose"}))
+            calls.append(
+                ToolCall(
+                    f"toolu_01{self.ids.alnum(22)}",
+                    "Agent",
+                    {"description": " ".join(task.split()[:4]), "prompt": task, "subagent_type": "general-purpose"},
+                )
+            )
         return calls
 
     def delegation_result(self, child: Agent, final: str, duration: float) -> Any:
         """The child's report, then the harness's line naming the child (`agentId`)."""
         footer = (
-            f"agentId: {child.truth_id} (use SendMessage with to: '{child.truth_id}', summary: '<5-10 word recap>' to continue this agent)\n"
-            f"<usage>subagent_tokens: {self.rng.randint(800, 40000)}\ntool_uses: {self.rng.randint(1, 9)}\nduration_ms: {int(duration * 1000)}</usage>"
+            f"agentId: {child.truth_id} (use SendMessage with to: '{child.truth_id}', summary: '<5-10 word recap>' to continue this agent)\n"  # noqa: E501
+            f"<usage>subagent_tokens: {self.rng.randint(800, 40000)}\ntool_uses: {self.rng.randint(1, 9)}\nduration_ms: {int(duration * 1000)}</usage>"  # noqa: E501
         )
         return [{"type": "text", "text": final}, {"type": "text", "text": footer}]
 
@@ -855,15 +1134,28 @@ class ClaudeSession(Session):
             "model": CLAUDE_SMALL_MODEL,
             "max_tokens": 512,
             "messages": [{"role": "user", "content": self.first_prompt}],
-            "system": [{"type": "text", "text": f"x-anthropic-billing-header: cc_version={CLAUDE_VERSION}.{self.ids.hex(3)}; cc_entrypoint=cli;"}, {"type": "text", "text": CLAUDE_TITLE_PROMPT}],
+            "system": [
+                {"type": "text", "text": f"x-anthropic-billing-header: cc_version={CLAUDE_VERSION}.{self.ids.hex(3)}; cc_entrypoint=cli;"},
+                {"type": "text", "text": CLAUDE_TITLE_PROMPT},
+            ],
             "tools": [],
             "metadata": {"user_id": self.user_id()},
             "output_config": {"format": {"type": "json_schema", "schema": schema}},
             "stream": False,
         }
-        wire = self.emit("POST", "/v1/messages?beta=true", self.headers(None, 0), body, self.builder.port(), t, self.side_truth("title", self.turn))
+        wire = self.emit(
+            "POST", "/v1/messages?beta=true", self.headers(None, 0), body, self.builder.port(), t, self.side_truth("title", self.turn)
+        )
         title = " ".join(self.first_prompt.split()[:5]).capitalize()
-        self.json_answer(wire, anthropic_message(f"msg_01{self.ids.alnum(22)}", CLAUDE_SMALL_MODEL, Output(text=dumps({"title": title})), {"input_tokens": 120, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 12}))
+        self.json_answer(
+            wire,
+            anthropic_message(
+                f"msg_01{self.ids.alnum(22)}",
+                CLAUDE_SMALL_MODEL,
+                Output(text=dumps({"title": title})),
+                {"input_tokens": 120, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 12},
+            ),
+        )
 
 
 def _with_cache_marker(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -885,30 +1177,61 @@ CODEX_BASE_PROMPT = (
     "You are Codex, a coding agent based on GPT-5. You and the user share one workspace, and your job is to collaborate "
     "with them until their goal is genuinely handled. Prefer small, verifiable steps; run the tests you touch."
 )
-CODEX_PERMISSIONS = "<permissions instructions>\nFilesystem sandboxing defines which files can be read or written. `sandbox_mode` is `danger-full-access`.\n</permissions instructions>"
-CODEX_SKILLS = "<skills_instructions>\n## Skills\nA skill is a set of local instructions stored in a `SKILL.md` file.\n- skill-creator: Create or update a Codex skill.\n</skills_instructions>"
+CODEX_PERMISSIONS = "<permissions instructions>\nFilesystem sandboxing defines which files can be read or written. `sandbox_mode` is `danger-full-access`.\n</permissions instructions>"  # noqa: E501
+CODEX_SKILLS = "<skills_instructions>\n## Skills\nA skill is a set of local instructions stored in a `SKILL.md` file.\n- skill-creator: Create or update a Codex skill.\n</skills_instructions>"  # noqa: E501
 CODEX_DEFERRED = "<tools>\nDeferred tool namespaces:\n- multi_agent_v1: Tools for spawning and managing sub-agents.\n</tools>"
-CODEX_TITLE_PROMPT = "You write short titles for coding threads. Reply with JSON {\"title\": ...}, at most 8 words."
+CODEX_TITLE_PROMPT = 'You write short titles for coding threads. Reply with JSON {"title": ...}, at most 8 words.'
 
 
 def _function(name: str, description: str, properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    return {"type": "function", "name": name, "description": description, "strict": False, "parameters": {"type": "object", "properties": properties, "required": required, "additionalProperties": False}}
+    return {
+        "type": "function",
+        "name": name,
+        "description": description,
+        "strict": False,
+        "parameters": {"type": "object", "properties": properties, "required": required, "additionalProperties": False},
+    }
 
 
 CODEX_TOOLS = [
-    _function("exec_command", "Runs a command in a PTY, returning output or a session ID for ongoing interaction.", {"cmd": {"type": "string"}, "workdir": {"type": "string"}}, ["cmd"]),
-    _function("write_stdin", "Writes characters to an existing unified exec session.", {"session_id": {"type": "number"}, "chars": {"type": "string"}}, ["session_id"]),
+    _function(
+        "exec_command",
+        "Runs a command in a PTY, returning output or a session ID for ongoing interaction.",
+        {"cmd": {"type": "string"}, "workdir": {"type": "string"}},
+        ["cmd"],
+    ),
+    _function(
+        "write_stdin",
+        "Writes characters to an existing unified exec session.",
+        {"session_id": {"type": "number"}, "chars": {"type": "string"}},
+        ["session_id"],
+    ),
     _function("apply_patch", "Apply a patch to files in the workspace.", {"input": {"type": "string"}}, ["input"]),
     _function("view_image", "View a local image.", {"path": {"type": "string"}}, ["path"]),
 ]
-CODEX_TOOL_SEARCH = {"type": "tool_search", "execution": "client", "description": "Search the deferred tool namespaces.", "parameters": {"type": "object", "properties": {"query": {"type": "string"}, "limit": {"type": "number"}}, "required": ["query"]}}
+CODEX_TOOL_SEARCH = {
+    "type": "tool_search",
+    "execution": "client",
+    "description": "Search the deferred tool namespaces.",
+    "parameters": {"type": "object", "properties": {"query": {"type": "string"}, "limit": {"type": "number"}}, "required": ["query"]},
+}
 CODEX_MULTI_AGENT = {
     "type": "namespace",
     "name": "multi_agent_v1",
     "description": "Tools for spawning and managing sub-agents.",
     "tools": [
-        _function("spawn_agent", "Spawn a sub-agent for a well-scoped task. Returns the spawned agent id.", {"message": {"type": "string"}}, ["message"]),
-        _function("wait_agent", "Wait for sub-agents to finish.", {"targets": {"type": "array", "items": {"type": "string"}}, "timeout_ms": {"type": "number"}}, ["targets"]),
+        _function(
+            "spawn_agent",
+            "Spawn a sub-agent for a well-scoped task. Returns the spawned agent id.",
+            {"message": {"type": "string"}},
+            ["message"],
+        ),
+        _function(
+            "wait_agent",
+            "Wait for sub-agents to finish.",
+            {"targets": {"type": "array", "items": {"type": "string"}}, "timeout_ms": {"type": "number"}},
+            ["targets"],
+        ),
     ],
 }
 
@@ -938,13 +1261,23 @@ class CodexSession(Session):
         return t + self.rng.uniform(0.2, 0.8)
 
     def message(self, role: str, texts: list[str], t: float) -> dict[str, Any]:
-        return {"type": "message", "id": f"msg_{self.ids.uuid7(t)}", "role": role, "content": [{"type": "input_text", "text": x} for x in texts]}
+        return {
+            "type": "message",
+            "id": f"msg_{self.ids.uuid7(t)}",
+            "role": role,
+            "content": [{"type": "input_text", "text": x} for x in texts],
+        }
 
     def opening(self, agent: Agent, task: str, t: float) -> None:
         extras = [CODEX_SKILLS, CODEX_PERMISSIONS] + ([CODEX_DEFERRED] if agent.can_delegate else [])
-        environment = f"<environment_context>\n  <cwd>{self.cwd}</cwd>\n  <shell>bash</shell>\n  <current_date>2026-11-26</current_date>\n  <timezone>Etc/UTC</timezone>\n</environment_context>"
+        environment = f"<environment_context>\n  <cwd>{self.cwd}</cwd>\n  <shell>bash</shell>\n  <current_date>2026-11-26</current_date>\n  <timezone>Etc/UTC</timezone>\n</environment_context>"  # noqa: E501
         agent.history = [
-            {"type": "message", "id": "msg_e9aa3255-ae89-5084-b7d6-cf50cb056a18", "role": "developer", "content": [{"type": "input_text", "text": CODEX_BASE_PROMPT}]},
+            {
+                "type": "message",
+                "id": "msg_e9aa3255-ae89-5084-b7d6-cf50cb056a18",
+                "role": "developer",
+                "content": [{"type": "input_text", "text": CODEX_BASE_PROMPT}],
+            },
             self.message("developer", extras, t),
             self.message("user", [environment], t),
             self.message("user", [task], t),
@@ -1020,9 +1353,21 @@ class CodexSession(Session):
     def request(self, agent: Agent, retry: int) -> tuple[str, list[tuple[str, str]], dict[str, Any]]:
         meta = self.turn_metadata(agent)
         meta_text = dumps(meta)
-        client_metadata = {"thread_id": agent.truth_id, "root_turn_id": self.root_turn_id, "x-codex-installation-id": self.installation_id, "turn_id": agent.turn_id, "x-codex-turn-metadata": meta_text, "session_id": self.root_id, "x-codex-window-id": f"{agent.truth_id}:0"}
+        client_metadata = {
+            "thread_id": agent.truth_id,
+            "root_turn_id": self.root_turn_id,
+            "x-codex-installation-id": self.installation_id,
+            "turn_id": agent.turn_id,
+            "x-codex-turn-metadata": meta_text,
+            "session_id": self.root_id,
+            "x-codex-window-id": f"{agent.truth_id}:0",
+        }
         if agent.parent is not None:
-            client_metadata |= {"x-codex-parent-thread-id": agent.parent.truth_id, "parent_turn_id": agent.parent.turn_id, "x-openai-subagent": "collab_spawn"}
+            client_metadata |= {
+                "x-codex-parent-thread-id": agent.parent.truth_id,
+                "parent_turn_id": agent.parent.turn_id,
+                "x-openai-subagent": "collab_spawn",
+            }
         tools = CODEX_TOOLS + ([CODEX_TOOL_SEARCH] if agent.can_delegate else [])
         body = {
             "model": CODEX_MODEL,
@@ -1057,15 +1402,34 @@ class CodexSession(Session):
         items = responses_items(output, f"msg_{self.ids.hex(48)}", self.ids)
         total, cached = self.usage_tokens(agent)
         produced = 20 + len(output.text) // 4
-        usage = {"input_tokens": total, "input_tokens_details": {"cached_tokens": cached}, "output_tokens": produced, "output_tokens_details": {"reasoning_tokens": 16 if output.reasoning else 0}, "total_tokens": total + produced}
+        usage = {
+            "input_tokens": total,
+            "input_tokens_details": {"cached_tokens": cached},
+            "output_tokens": produced,
+            "output_tokens_details": {"reasoning_tokens": 16 if output.reasoning else 0},
+            "total_tokens": total + produced,
+        }
         response = responses_object(f"resp_{self.ids.hex(48)}", CODEX_MODEL, int(wire.t_sent), "completed", items, usage)
         agent.history += [_echo(item) for item in items]
         return self.openai_headers(wire.t_sent, "text/event-stream"), responses_events(response), True
 
     def error_response(self, wire: Wire) -> tuple[int, list[tuple[str, str]], bytes]:
         status = self.rng.choice((500, 503))
-        body = dumps({"error": {"message": "The server had an error while processing your request. Sorry about that!", "type": "server_error", "param": None, "code": None}}).encode()
-        return status, [("date", self.date(wire.t_sent)), ("content-type", "application/json"), ("x-request-id", f"req_{self.ids.hex(32)}")], body
+        body = dumps(
+            {
+                "error": {
+                    "message": "The server had an error while processing your request. Sorry about that!",
+                    "type": "server_error",
+                    "param": None,
+                    "code": None,
+                }
+            }
+        ).encode()
+        return (
+            status,
+            [("date", self.date(wire.t_sent)), ("content-type", "application/json"), ("x-request-id", f"req_{self.ids.hex(32)}")],
+            body,
+        )
 
     def call_ids(self) -> tuple[str, str]:
         return f"call_{self.ids.alnum(24)}", f"fc_{self.ids.hex(48)}"
@@ -1078,8 +1442,10 @@ class CodexSession(Session):
             return ToolCall(call_id, "apply_patch", {"input": patch}, f"Success. Updated the following files:\nM {path}\n", item_id)
         command = self.words.shell_command()
         output = self.words.shell_output(command)
-        result = f"Chunk ID: {self.ids.hex(6)}\nWall time: {self.rng.uniform(0, 3):.4f} seconds\nProcess exited with code 0\nOriginal token count: {len(output) // 4}\nOutput:\n{output}\n"
-        arguments = {"cmd": command, "workdir": self.cwd} if self.rng.random() < 0.3 else {"cmd": command}  # the model sets workdir now and then
+        result = f"Chunk ID: {self.ids.hex(6)}\nWall time: {self.rng.uniform(0, 3):.4f} seconds\nProcess exited with code 0\nOriginal token count: {len(output) // 4}\nOutput:\n{output}\n"  # noqa: E501
+        arguments = (
+            {"cmd": command, "workdir": self.cwd} if self.rng.random() < 0.3 else {"cmd": command}
+        )  # the model sets workdir now and then
         return ToolCall(call_id, "exec_command", arguments, result, item_id)
 
     def call(self, agent: Agent, output: Output, t: float) -> float:
@@ -1089,16 +1455,29 @@ class CodexSession(Session):
     def add_tool_results(self, agent: Agent, calls: list[ToolCall], t: float) -> None:
         for call in calls:
             if call.kind == "tool_search":
-                agent.history.append({"type": "tool_search_output", "id": f"tso_{self.ids.uuid7(t)}", "call_id": call.call_id, "status": "completed", "execution": "client", "tools": [CODEX_MULTI_AGENT]})
+                agent.history.append(
+                    {
+                        "type": "tool_search_output",
+                        "id": f"tso_{self.ids.uuid7(t)}",
+                        "call_id": call.call_id,
+                        "status": "completed",
+                        "execution": "client",
+                        "tools": [CODEX_MULTI_AGENT],
+                    }
+                )
             else:
-                agent.history.append({"type": "function_call_output", "id": f"fco_{self.ids.uuid7(t)}", "call_id": call.call_id, "output": call.result})
+                agent.history.append(
+                    {"type": "function_call_output", "id": f"fco_{self.ids.uuid7(t)}", "call_id": call.call_id, "output": call.result}
+                )
 
     def delegate(self, agent: Agent, count: int, t: float) -> float:
         """Codex delegates asynchronously: find the tools, spawn (answered at once with the child's
         id), wait, then a user-role `<subagent_notification>` per child, all in the same turn."""
         if not agent.tools_loaded:
             call_id, _ = self.call_ids()
-            search = ToolCall(call_id, "tool_search", {"query": "spawn agent sub-agent", "limit": 8}, item_id=f"ts_{self.ids.hex(48)}", kind="tool_search")
+            search = ToolCall(
+                call_id, "tool_search", {"query": "spawn agent sub-agent", "limit": 8}, item_id=f"ts_{self.ids.hex(48)}", kind="tool_search"
+            )
             t = self.call(agent, Output(calls=[search]), t)
             t += self.rng.uniform(0.01, 0.05)
             self.add_tool_results(agent, [search], t)
@@ -1134,12 +1513,28 @@ class CodexSession(Session):
     def title_request(self, t: float) -> None:
         wire_session = self.ids.uuid7(t)
         turn_id = self.ids.uuid7(t)
-        meta = dumps({"installation_id": self.installation_id, "session_id": wire_session, "thread_id": wire_session, "agent_name": "/root", "turn_id": turn_id, "request_kind": "turn", "history_initialization": "new", "root_turn_id": turn_id, "thread_source": "thread_title", "model": "gpt-5.4-mini"})
+        meta = dumps(
+            {
+                "installation_id": self.installation_id,
+                "session_id": wire_session,
+                "thread_id": wire_session,
+                "agent_name": "/root",
+                "turn_id": turn_id,
+                "request_kind": "turn",
+                "history_initialization": "new",
+                "root_turn_id": turn_id,
+                "thread_source": "thread_title",
+                "model": "gpt-5.4-mini",
+            }
+        )
         schema = {"type": "object", "properties": {"title": {"type": "string"}}, "required": ["title"], "additionalProperties": False}
         body = {
             "model": "gpt-5.4-mini",
             "stream": True,
-            "input": [self.message("developer", [CODEX_TITLE_PROMPT], t), self.message("user", [f"Write a title for this request:\n{self.first_prompt}"], t)],
+            "input": [
+                self.message("developer", [CODEX_TITLE_PROMPT], t),
+                self.message("user", [f"Write a title for this request:\n{self.first_prompt}"], t),
+            ],
             "tool_choice": "auto",
             "parallel_tool_calls": False,
             "store": False,
@@ -1148,12 +1543,22 @@ class CodexSession(Session):
             "client_metadata": {"session_id": wire_session, "thread_id": wire_session, "turn_id": turn_id, "x-codex-turn-metadata": meta},
         }
         truth = self.side_truth("title", self.turn) | {"wire_session_id": wire_session, "wire_thread_id": wire_session}
-        wire = self.emit("POST", "/v1/responses", self.codex_headers(wire_session, wire_session, meta, None), body, self.builder.port(), t, truth)
+        wire = self.emit(
+            "POST", "/v1/responses", self.codex_headers(wire_session, wire_session, meta, None), body, self.builder.port(), t, truth
+        )
         title = dumps({"title": " ".join(self.first_prompt.split()[:5])})
         items = responses_items(Output(text=title), f"msg_{self.ids.hex(48)}", self.ids)
-        usage = {"input_tokens": 140, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 12, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 152}
+        usage = {
+            "input_tokens": 140,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": 12,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 152,
+        }
         wire.response_headers = self.openai_headers(wire.t_sent, "text/event-stream")
-        wire.response_body = responses_events(responses_object(f"resp_{self.ids.hex(48)}", "gpt-5.4-mini", int(wire.t_sent), "completed", items, usage))
+        wire.response_body = responses_events(
+            responses_object(f"resp_{self.ids.hex(48)}", "gpt-5.4-mini", int(wire.t_sent), "completed", items, usage)
+        )
         wire.t_first_byte = wire.t_sent + self.rng.uniform(0.2, 0.8)
         wire.t_end = wire.t_first_byte + self.rng.uniform(0.1, 0.4)
 
@@ -1161,7 +1566,12 @@ class CodexSession(Session):
 def _echo(item: dict[str, Any]) -> dict[str, Any]:
     """An output item as Codex sends it back in the next request's input."""
     if item["type"] == "message":
-        return {"type": "message", "role": "assistant", "id": item["id"], "content": [{"type": "output_text", "text": item["content"][0]["text"]}]}
+        return {
+            "type": "message",
+            "role": "assistant",
+            "id": item["id"],
+            "content": [{"type": "output_text", "text": item["content"][0]["text"]}],
+        }
     if item["type"] == "function_call":
         echoed = {"type": "function_call", "status": "completed", "id": item["id"], "name": item["name"]}
         if "namespace" in item:
@@ -1193,7 +1603,12 @@ class SdkSession(Session):
         self.stream = self.rng.random() < 0.5
         self.model = self.rng.choice(("gpt-4.1", "gpt-4.1-mini", "gpt-5-mini"))
         self.domain = SDK_DOMAINS[self.rng.choice(sorted(SDK_DOMAINS))]
-        self.slots = {"n": self.rng.randint(10, 9999), "m": self.rng.randint(1000, 99999), "a": self.rng.choice(SDK_PLACES + SDK_ENGINES), "b": self.rng.choice(SDK_PLACES + SDK_ENGINES)}
+        self.slots = {
+            "n": self.rng.randint(10, 9999),
+            "m": self.rng.randint(1000, 99999),
+            "a": self.rng.choice(SDK_PLACES + SDK_ENGINES),
+            "b": self.rng.choice(SDK_PLACES + SDK_ENGINES),
+        }
         self.wants_title = self.rng.random() < 0.3
 
     def fill(self, template: str) -> str:
@@ -1206,7 +1621,9 @@ class SdkSession(Session):
         return self.fill(self.rng.choice(SDK_FOLLOW_UPS))
 
     def new_root(self, prompt: str, t: float) -> Agent:
-        agent = Agent("main", None, 0, prompt, self.rng.choice(self.app.ports), role="orchestrator", specialists=sorted(self.domain["specialists"]))
+        agent = Agent(
+            "main", None, 0, prompt, self.rng.choice(self.app.ports), role="orchestrator", specialists=sorted(self.domain["specialists"])
+        )
         agent.history = [self.user_message(prompt)]
         return agent
 
@@ -1237,11 +1654,24 @@ class SdkSession(Session):
     def tool_defs(self, agent: Agent) -> list[dict[str, Any]]:
         defs = []
         for name in agent.specialists:
-            schema = {"description": "Default input schema for agent-as-tool calls.", "properties": {"input": {"title": "Input", "type": "string"}}, "required": ["input"], "title": "AgentAsToolInput", "type": "object", "additionalProperties": False}
+            schema = {
+                "description": "Default input schema for agent-as-tool calls.",
+                "properties": {"input": {"title": "Input", "type": "string"}},
+                "required": ["input"],
+                "title": "AgentAsToolInput",
+                "type": "object",
+                "additionalProperties": False,
+            }
             defs.append((name, schema, f"Ask the {name.replace('_', ' ')}."))
         for name in self.function_tools(agent):
             argument, description, _ = SDK_TOOLS[name]
-            schema = {"properties": {argument: {"title": argument.replace("_", " ").title(), "type": "string"}}, "required": [argument], "title": f"{name}_args", "type": "object", "additionalProperties": False}
+            schema = {
+                "properties": {argument: {"title": argument.replace("_", " ").title(), "type": "string"}},
+                "required": [argument],
+                "title": f"{name}_args",
+                "type": "object",
+                "additionalProperties": False,
+            }
             defs.append((name, schema, description))
         if self.api == "chat":
             return [{"type": "function", "function": {"name": n, "description": d, "parameters": s, "strict": True}} for n, s, d in defs]
@@ -1301,7 +1731,13 @@ class SdkSession(Session):
         produced = 20 + len(output.text) // 4
         created = int(wire.t_sent)
         if self.api == "chat":
-            usage = {"prompt_tokens": total, "completion_tokens": produced, "total_tokens": total + produced, "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0}}
+            usage = {
+                "prompt_tokens": total,
+                "completion_tokens": produced,
+                "total_tokens": total + produced,
+                "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+                "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+            }
             completion_id = f"chatcmpl-{self.ids.alnum(29)}"
             render = chat_events if self.stream else chat_completion
             body = render(completion_id, self.model_of(agent), created, output, usage)
@@ -1310,7 +1746,13 @@ class SdkSession(Session):
                 message["tool_calls"] = chat_tool_calls(output)
             agent.history.append(message)
         else:
-            usage = {"input_tokens": total, "input_tokens_details": {"cached_tokens": cached}, "output_tokens": produced, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": total + produced}
+            usage = {
+                "input_tokens": total,
+                "input_tokens_details": {"cached_tokens": cached},
+                "output_tokens": produced,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": total + produced,
+            }
             items = responses_items(output, f"msg_{self.ids.hex(48)}", self.ids)
             response = responses_object(f"resp_{self.ids.hex(48)}", self.model_of(agent), created, "completed", items, usage)
             body = responses_events(response) if self.stream else dumps(response).encode()
@@ -1319,7 +1761,9 @@ class SdkSession(Session):
 
     def error_response(self, wire: Wire) -> tuple[int, list[tuple[str, str]], bytes]:
         status = self.rng.choice((500, 502, 503))
-        body = dumps({"error": {"message": "The server is overloaded or not ready yet.", "type": "server_error", "param": None, "code": None}}).encode()
+        body = dumps(
+            {"error": {"message": "The server is overloaded or not ready yet.", "type": "server_error", "param": None, "code": None}}
+        ).encode()
         return status, [("date", self.date(wire.t_sent)), ("content-type", "application/json")], body
 
     def model_of(self, agent: Agent) -> str:
@@ -1352,7 +1796,7 @@ class SdkSession(Session):
         for name in self.rng.sample(names, min(count, len(names))):
             task = self.fill(self.domain["specialists"][name][2])
             if self.rng.random() < 0.2:  # orchestrators often forward the customer's words verbatim
-                task = f"{task} The customer wrote: \"{self.first_prompt}\""
+                task = f'{task} The customer wrote: "{self.first_prompt}"'
             call_id, item_id = self.call_ids()
             calls.append(ToolCall(call_id, name, {"input": task}, item_id=item_id))
         return calls
@@ -1368,11 +1812,16 @@ class SdkSession(Session):
         return f"[{agent.role}] Done: checked {self.slots['m']}; result code {self.rng.randint(100, 999)}."
 
     def title_request(self, t: float) -> None:
-        instruction = "Write a short title (at most six words) for a conversation that starts with the user message below. Reply with the title only."
+        instruction = (
+            "Write a short title (at most six words) for a conversation that starts with the user message below. Reply with the title only."
+        )
         # Title chains send the prompt as it is, or wrapped in their own template.
         text = self.first_prompt if self.rng.random() < 0.5 else f"Conversation:\nUSER: {self.first_prompt}\n\nTitle:"
         if self.api == "chat":
-            body: dict[str, Any] = {"messages": [{"role": "system", "content": instruction}, {"role": "user", "content": text}], "model": "gpt-4.1-nano"}
+            body: dict[str, Any] = {
+                "messages": [{"role": "system", "content": instruction}, {"role": "user", "content": text}],
+                "model": "gpt-4.1-nano",
+            }
             path = "/v1/chat/completions"
         else:
             body = {"model": "gpt-4.1-nano", "include": [], "input": [{"content": text, "role": "user"}], "instructions": instruction}
@@ -1384,8 +1833,16 @@ class SdkSession(Session):
             wire.response_body = chat_completion(f"chatcmpl-{self.ids.alnum(29)}", "gpt-4.1-nano", int(t), title, usage_chat)
         else:
             items = responses_items(title, f"msg_{self.ids.hex(48)}", self.ids)
-            usage = {"input_tokens": 60, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": 8, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 68}
-            wire.response_body = dumps(responses_object(f"resp_{self.ids.hex(48)}", "gpt-4.1-nano", int(t), "completed", items, usage)).encode()
+            usage = {
+                "input_tokens": 60,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": 8,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": 68,
+            }
+            wire.response_body = dumps(
+                responses_object(f"resp_{self.ids.hex(48)}", "gpt-4.1-nano", int(t), "completed", items, usage)
+            ).encode()
         wire.response_headers = self.response_headers(wire.t_sent, False)
         wire.t_end = wire.t_sent + self.rng.uniform(0.2, 0.9)
         wire.t_first_byte = wire.t_end - 0.002
@@ -1394,9 +1851,22 @@ class SdkSession(Session):
 def _agents_sdk_echo(item: dict[str, Any]) -> dict[str, Any]:
     """An output item as the Agents SDK resends it (its own key order, as recorded)."""
     if item["type"] == "function_call":
-        return {"arguments": item["arguments"], "call_id": item["call_id"], "name": item["name"], "type": "function_call", "id": item["id"], "status": "completed"}
+        return {
+            "arguments": item["arguments"],
+            "call_id": item["call_id"],
+            "name": item["name"],
+            "type": "function_call",
+            "id": item["id"],
+            "status": "completed",
+        }
     if item["type"] == "message":
-        return {"id": item["id"], "content": [{"annotations": [], "text": item["content"][0]["text"], "type": "output_text"}], "role": "assistant", "status": "completed", "type": "message"}
+        return {
+            "id": item["id"],
+            "content": [{"annotations": [], "text": item["content"][0]["text"], "type": "output_text"}],
+            "role": "assistant",
+            "status": "completed",
+            "type": "message",
+        }
     return copy.deepcopy(item)
 
 
@@ -1490,12 +1960,28 @@ def to_flow(wire: Wire, ids: Ids) -> http.HTTPFlow:
     flow.id = ids.uuid4()
     flow.timestamp_created = wire.t_start
     flow.request = http.Request(
-        "127.0.0.1", UPSTREAM_PORT, wire.method.encode(), b"http", b"", wire.path.encode(), b"HTTP/1.1",
-        http.Headers([(k.encode(), v.encode()) for k, v in headers]), content, None, wire.t_start, wire.t_sent,
+        "127.0.0.1",
+        UPSTREAM_PORT,
+        wire.method.encode(),
+        b"http",
+        b"",
+        wire.path.encode(),
+        b"HTTP/1.1",
+        http.Headers([(k.encode(), v.encode()) for k, v in headers]),
+        content,
+        None,
+        wire.t_start,
+        wire.t_sent,
     )
     flow.response = http.Response(
-        b"HTTP/1.1", wire.status, http.status_codes.RESPONSES.get(wire.status, "").encode(),
-        http.Headers([(k.encode(), v.encode()) for k, v in wire.response_headers]), wire.response_body, None, wire.t_first_byte, wire.t_end,
+        b"HTTP/1.1",
+        wire.status,
+        http.status_codes.RESPONSES.get(wire.status, "").encode(),
+        http.Headers([(k.encode(), v.encode()) for k, v in wire.response_headers]),
+        wire.response_body,
+        None,
+        wire.t_first_byte,
+        wire.t_end,
     )
     return flow
 

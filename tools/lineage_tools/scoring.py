@@ -140,7 +140,11 @@ def predict_with_documents(flows_path: str | Path, settings: Settings | None = N
         call = outcome.call if outcome is not None else sink.calls.get(flow.id)
         headers = outcome.call.headers if outcome is not None else {}
         predictions.append(
-            Prediction(call.scope if call is not None else None, outcome.headers if outcome is not None else None, dynamo.lineage_from_headers(headers))
+            Prediction(
+                call.scope if call is not None else None,
+                outcome.headers if outcome is not None else None,
+                dynamo.lineage_from_headers(headers),
+            )
         )
     return predictions, len(builder.session_ids())
 
@@ -213,7 +217,9 @@ def score(name: str, labels: list[dict[str, Any]], predictions: list[Prediction]
         return getattr(p.scope, attribute) if p.scope is not None else ("unscoped", label["index"])
 
     session_pairs = [(label["root_session_id"], predicted(p, "session_id", label)) for label, p in rooted]
-    agent_pairs = [((label["root_session_id"], label["agent_id"]), predicted(p, "agent_id", label)) for label, p in rooted if label["kind"] == "agent"]
+    agent_pairs = [
+        ((label["root_session_id"], label["agent_id"]), predicted(p, "agent_id", label)) for label, p in rooted if label["kind"] == "agent"
+    ]
     rows = [
         (
             (label["root_session_id"], label["agent_id"]),
@@ -230,7 +236,9 @@ def score(name: str, labels: list[dict[str, Any]], predictions: list[Prediction]
     dynamo_verdicts, _ = parent_links(dynamo_rows)
     session_of = majority(session_pairs)
     sides = [(label, p) for label, p in rooted if label["kind"] == "side"]
-    side_right = sum(1 for label, p in sides if p.scope is not None and p.scope.side and session_of.get(p.scope.session_id) == label["root_session_id"])
+    side_right = sum(
+        1 for label, p in sides if p.scope is not None and p.scope.side and session_of.get(p.scope.session_id) == label["root_session_id"]
+    )
     true_starts: dict[Hashable, set[int]] = defaultdict(set)
     predicted_starts: dict[Hashable, set[int]] = defaultdict(set)
     for label, p in agents:
@@ -281,7 +289,12 @@ def _stamp_matches_scope(p: Prediction) -> bool:
     headers = p.headers or {}
     if not headers.get(SESSION_HEADER):
         return PARENT_HEADER in headers and headers[PARENT_HEADER] is None
-    return p.scope is not None and headers.get(SESSION_HEADER) == p.scope.agent_id and PARENT_HEADER in headers and headers[PARENT_HEADER] == p.scope.parent_id
+    return (
+        p.scope is not None
+        and headers.get(SESSION_HEADER) == p.scope.agent_id
+        and PARENT_HEADER in headers
+        and headers[PARENT_HEADER] == p.scope.parent_id
+    )
 
 
 Labelled = list[tuple[dict[str, Any], Prediction]]
@@ -296,7 +309,9 @@ def _mistakes(scored: Labelled, rooted: Labelled, agents: Labelled, verdicts: li
     session_pairs = [(label["root_session_id"], p.scope.session_id) for label, p in rooted if p.scope]
     session_of = majority(session_pairs)
     main_session = majority((predicted, truth) for truth, predicted in session_pairs)
-    agent_pairs = [((label["root_session_id"], label["agent_id"]), p.scope.agent_id) for label, p in rooted if p.scope and label["kind"] == "agent"]
+    agent_pairs = [
+        ((label["root_session_id"], label["agent_id"]), p.scope.agent_id) for label, p in rooted if p.scope and label["kind"] == "agent"
+    ]
     main_agent = majority((predicted, truth) for truth, predicted in agent_pairs)
     lines = []
     verdict_of = {label["index"]: v for (label, _), v in zip(agents, verdicts)}
@@ -325,9 +340,15 @@ def _mistakes(scored: Labelled, rooted: Labelled, agents: Labelled, verdicts: li
         if p.headers is not None and not _stamp_matches_scope(p):
             problems.append(f"stamped {p.headers}")
         if problems:
-            truth = f"{label['kind']} root={label['root_session_id']} agent={label['agent_id']} parent={label['parent_agent_id']} new_turn={label['starts_new_turn']}"
-            guess = "-" if scope is None else f"session={scope.session_id} agent={scope.agent_id} parent={scope.parent_id} new_turn={scope.new_turn} side={scope.side} evidence={scope.evidence}"
-            lines.append(f"#{label['index']} {label['method']} {label['path']}: {', '.join(problems)}\n    truth: {truth}\n    got:   {guess}")
+            truth = f"{label['kind']} root={label['root_session_id']} agent={label['agent_id']} parent={label['parent_agent_id']} new_turn={label['starts_new_turn']}"  # noqa: E501
+            guess = (
+                "-"
+                if scope is None
+                else f"session={scope.session_id} agent={scope.agent_id} parent={scope.parent_id} new_turn={scope.new_turn} side={scope.side} evidence={scope.evidence}"  # noqa: E501
+            )
+            lines.append(
+                f"#{label['index']} {label['method']} {label['path']}: {', '.join(problems)}\n    truth: {truth}\n    got:   {guess}"
+            )
     return lines
 
 
@@ -416,7 +437,16 @@ def row(result: Score) -> list[str]:
     ]
 
 
-ISSUE_COLUMNS = ("requests", "session F1", "subagent parent right", "wrong links", "turns exact", "side right", "files / root sessions", "ids: ours / Dynamo")
+ISSUE_COLUMNS = (
+    "requests",
+    "session F1",
+    "subagent parent right",
+    "wrong links",
+    "turns exact",
+    "side right",
+    "files / root sessions",
+    "ids: ours / Dynamo",
+)
 
 
 def issue_row(result: Score) -> list[str]:

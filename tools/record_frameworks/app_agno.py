@@ -124,9 +124,25 @@ def app(base_url: str, model_class: type = OpenAIChat, model_id: str = MODEL):
 
     async def session(session_id: str, topic: str) -> None:
         s = truth.Session(session_id)
-        economist = Member(name="economist", role="Researches economics", instructions="You are the economist.", model=model(), tools=[lookup], telemetry=False)
-        historian = Member(name="historian", role="Researches history", instructions="You are the historian.", model=model(), telemetry=False)
-        research = MemberTeam(name="research team", role="Researches topics", members=[economist, historian], instructions="You lead the research team.", model=model(), telemetry=False)
+        economist = Member(
+            name="economist",
+            role="Researches economics",
+            instructions="You are the economist.",
+            model=model(),
+            tools=[lookup],
+            telemetry=False,
+        )
+        historian = Member(
+            name="historian", role="Researches history", instructions="You are the historian.", model=model(), telemetry=False
+        )
+        research = MemberTeam(
+            name="research team",
+            role="Researches topics",
+            members=[economist, historian],
+            instructions="You lead the research team.",
+            model=model(),
+            telemetry=False,
+        )
         writer = Member(name="writer", role="Writes briefings", instructions="You are the writer.", model=model(), telemetry=False)
         editorial = Team(
             name="editorial team",
@@ -157,7 +173,7 @@ if __name__ == "__main__":
         app,
         {
             "sessions": len(TOPICS),
-            "shape": "editorial Team -> research Team (nested: economist + historian in parallel) and writer, in parallel; turn 2 delegates to the writer; a session summary after each run (side)",
+            "shape": "editorial Team -> research Team (nested: economist + historian in parallel) and writer, in parallel; turn 2 delegates to the writer; a session summary after each run (side)",  # noqa: E501
         },
         PROMPTS,
     )

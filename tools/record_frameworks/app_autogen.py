@@ -35,7 +35,9 @@ def respond(chat: Chat) -> Reply:
         topic = re.search(r"briefing on (.+?)\.", task).group(1)
         if len(chat.user_texts) == 1:
             if done == 0:
-                return calls(("research", {"task": f"Research the economics of {topic}"}), ("research", {"task": f"Research the history of {topic}"}))
+                return calls(
+                    ("research", {"task": f"Research the economics of {topic}"}), ("research", {"task": f"Research the history of {topic}"})
+                )
             if done == 2:
                 return call("review", task=f"Review this draft briefing on {topic}: costs are falling, history is long.")
             return say(f"Briefing on {topic}: costs are falling and the history is long. Reviewed and approved.")
@@ -105,7 +107,9 @@ def app(base_url: str):
         critic, _ = worker("critic", "You are the critic. Point out one weakness.")
         editor, _ = worker("editor", "You are the editor. Fix the draft and say APPROVED.")
         selector = TaggedClient(truth.Scope(truth.current().session, None, None, None, "speaker_selection"), base_url)
-        team = SelectorGroupChat([critic, editor], model_client=selector, termination_condition=TextMentionTermination("APPROVED") | MaxMessageTermination(4))
+        team = SelectorGroupChat(
+            [critic, editor], model_client=selector, termination_condition=TextMentionTermination("APPROVED") | MaxMessageTermination(4)
+        )
         result = await team.run(task=task)
         return result.messages[-1].to_text()
 
@@ -139,7 +143,7 @@ if __name__ == "__main__":
         {
             "sessions": len(TOPICS),
             "shape": "coordinator AssistantAgent (streamed) -> research x2 in parallel (agent as tool) -> fact_check (nested agent); "
-            "review = SelectorGroupChat(critic, editor) with model-chosen speakers (side requests); turn 2 delegates one task twice in parallel (byte-identical first requests)",
+            "review = SelectorGroupChat(critic, editor) with model-chosen speakers (side requests); turn 2 delegates one task twice in parallel (byte-identical first requests)",  # noqa: E501
         },
         PROMPTS,
     )

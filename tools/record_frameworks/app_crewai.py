@@ -48,12 +48,23 @@ def respond(chat: Chat) -> Reply:
         if "Add one risk" not in chat.user_texts[0]:
             if done == 0:
                 return calls(
-                    ("delegate_work_to_coworker", {"task": f"Research the economics of {topic}", "context": f"A briefing on {topic}", "coworker": "Economist"}),
-                    ("delegate_work_to_coworker", {"task": f"Research the history of {topic}", "context": f"A briefing on {topic}", "coworker": "Historian"}),
+                    (
+                        "delegate_work_to_coworker",
+                        {"task": f"Research the economics of {topic}", "context": f"A briefing on {topic}", "coworker": "Economist"},
+                    ),
+                    (
+                        "delegate_work_to_coworker",
+                        {"task": f"Research the history of {topic}", "context": f"A briefing on {topic}", "coworker": "Historian"},
+                    ),
                 )
             return final(chat, f"Briefing on {topic}: costs are falling and the history is long.")
         if done == 0:
-            return call("delegate_work_to_coworker", task=f"Find one historical risk of {topic}", context=f"A briefing on {topic}", coworker="Historian")
+            return call(
+                "delegate_work_to_coworker",
+                task=f"Find one historical risk of {topic}",
+                context=f"A briefing on {topic}",
+                coworker="Historian",
+            )
         return final(chat, f"Briefing on {topic}, with one risk added: supply is uncertain.")
     if "You are Economist" in chat.system:
         topic = topic_of(chat)

@@ -34,7 +34,9 @@ def respond(chat: Chat) -> Reply:
         topic = re.search(r"briefing on (.+?)\.", task).group(1)
         if len(chat.user_texts) == 1:
             if done == 0:
-                return calls(("research", {"task": f"Research the economics of {topic}"}), ("research", {"task": f"Research the history of {topic}"}))
+                return calls(
+                    ("research", {"task": f"Research the economics of {topic}"}), ("research", {"task": f"Research the history of {topic}"})
+                )
             return call("handoff", to_agent="writer", reason=f"the research on {topic} is complete")
         if done == 0:
             return call("research", task=f"Find one risk of {topic}")
@@ -96,7 +98,12 @@ def app(base_url: str):
     async def research(task: str) -> str:
         """Give a research task to a new researcher."""
         scope = truth.new_agent("researcher")
-        researcher = FunctionAgent(name="researcher", system_prompt="You are a researcher. Use lookup, and ask_analyst for explanations.", llm=llm(scope), tools=[lookup, ask_analyst])
+        researcher = FunctionAgent(
+            name="researcher",
+            system_prompt="You are a researcher. Use lookup, and ask_analyst for explanations.",
+            llm=llm(scope),
+            tools=[lookup, ask_analyst],
+        )
         with truth.scope(scope):  # its tools run here: an analyst it asks is its child
             return str(await researcher.run(user_msg=task))
 
@@ -106,8 +113,21 @@ def app(base_url: str):
         writer = truth.new_agent("writer", s, parent_id="concierge")
         workflow = AgentWorkflow(
             agents=[
-                FunctionAgent(name="concierge", description="Plans the work.", system_prompt="You are the concierge. Research, then hand off to the writer.", llm=llm(root), tools=[research], can_handoff_to=["writer"]),
-                FunctionAgent(name="writer", description="Writes briefings.", system_prompt="You are the writer. Write the briefing.", llm=llm(writer), can_handoff_to=[]),
+                FunctionAgent(
+                    name="concierge",
+                    description="Plans the work.",
+                    system_prompt="You are the concierge. Research, then hand off to the writer.",
+                    llm=llm(root),
+                    tools=[research],
+                    can_handoff_to=["writer"],
+                ),
+                FunctionAgent(
+                    name="writer",
+                    description="Writes briefings.",
+                    system_prompt="You are the writer. Write the briefing.",
+                    llm=llm(writer),
+                    can_handoff_to=[],
+                ),
             ],
             root_agent="concierge",
         )
@@ -130,7 +150,7 @@ if __name__ == "__main__":
         app,
         {
             "sessions": len(TOPICS),
-            "shape": "AgentWorkflow(concierge, writer), streamed: concierge -> research x2 in parallel (agent as tool) -> ask_analyst (nested agent); "
+            "shape": "AgentWorkflow(concierge, writer), streamed: concierge -> research x2 in parallel (agent as tool) -> ask_analyst (nested agent); "  # noqa: E501
             "concierge hands off to writer (child: a fork of its history); turn 2 researches once, concierge answers",
         },
         PROMPTS,

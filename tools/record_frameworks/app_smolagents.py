@@ -35,7 +35,10 @@ def respond(chat: Chat) -> Reply:
         topic = re.search(r"briefing on (.+?)\.", task).group(1)
         if turns == 1:
             if observed == 0:
-                return calls(("economist", {"task": f"Research the economics of {topic}"}), ("historian", {"task": f"Research the history of {topic}"}))
+                return calls(
+                    ("economist", {"task": f"Research the economics of {topic}"}),
+                    ("historian", {"task": f"Research the history of {topic}"}),
+                )
             return call("final_answer", answer=f"Briefing on {topic}: costs are falling and the history is long.")
         if observed == 0:
             return call("economist", task=f"Find one risk of {topic}")
@@ -79,14 +82,18 @@ def app(base_url: str) -> None:
         return OpenAIServerModel(model_id=MODEL, api_base=base_url, api_key=API_KEY)
 
     def managed(name: str, description: str, **kwargs) -> ManagedAgent:
-        return ManagedAgent(name=name, description=description, instructions=f"You are the {name}.", model=model(), verbosity_level=0, **kwargs)
+        return ManagedAgent(
+            name=name, description=description, instructions=f"You are the {name}.", model=model(), verbosity_level=0, **kwargs
+        )
 
     def session(session_id: str, topic: str) -> None:
         s = truth.Session(session_id)
         analyst = managed("analyst", "Explains what drives a trend.", tools=[])
         economist = managed("economist", "Researches economics.", tools=[lookup], managed_agents=[analyst])
         historian = managed("historian", "Researches history.", tools=[lookup])
-        manager = ToolCallingAgent(tools=[], model=model(), managed_agents=[economist, historian], instructions="You are the manager.", verbosity_level=0)
+        manager = ToolCallingAgent(
+            tools=[], model=model(), managed_agents=[economist, historian], instructions="You are the manager.", verbosity_level=0
+        )
         for index, prompt in PROMPTS.items():
             with s.turn(int(index), "manager"):
                 manager.run(prompt.format(topic=topic), reset=index == "1")

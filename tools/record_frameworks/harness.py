@@ -22,7 +22,9 @@ API_KEY = "sk-scripted-not-a-key"  # the scripted upstream takes any key; nothin
 MODEL = "gpt-4o-mini"
 
 
-def run(client: str, packages: list[str], respond: Respond, app: Callable[[str], Any], description: dict[str, Any], prompts: dict[str, str]) -> None:
+def run(
+    client: str, packages: list[str], respond: Respond, app: Callable[[str], Any], description: dict[str, Any], prompts: dict[str, str]
+) -> None:
     """Serve `respond`, run `app(base_url)` (a function or a coroutine function), write the rows."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--base-url", required=True)

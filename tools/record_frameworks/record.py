@@ -37,7 +37,14 @@ from lineage_tools.corpus import summarize  # noqa: E402
 
 VENVS = REPO.parent / "frameworks-venvs"
 # recording -> the venv it runs in (its app is app_<recording>.py)
-RECORDINGS = {"autogen": "autogen", "llamaindex": "llamaindex", "smolagents": "smolagents", "agno": "agno", "agno_responses": "agno", "crewai": "crewai"}
+RECORDINGS = {
+    "autogen": "autogen",
+    "llamaindex": "llamaindex",
+    "smolagents": "smolagents",
+    "agno": "agno",
+    "agno_responses": "agno",
+    "crewai": "crewai",
+}
 REDACTED_PATH = "/home/user/project"
 # Fields and headers that could tell one session from another on the wire.
 ID_FIELDS = ("user", "metadata", "prompt_cache_key", "previous_response_id", "conversation", "safety_identifier", "store", "service_tier")
@@ -66,13 +73,39 @@ def run_app(framework: str, python: str, work: Path, timeout: float) -> tuple[Pa
     flows_file, rows_file = work / "raw.mitm", work / "rows.json"
     mitmdump = Path(sys.executable).with_name("mitmdump")
     dump = subprocess.Popen(
-        [str(mitmdump), "-q", "--listen-host", "127.0.0.1", "-p", str(proxy), "--mode", f"reverse:http://127.0.0.1:{upstream}", "-w", str(flows_file)],
+        [
+            str(mitmdump),
+            "-q",
+            "--listen-host",
+            "127.0.0.1",
+            "-p",
+            str(proxy),
+            "--mode",
+            f"reverse:http://127.0.0.1:{upstream}",
+            "-w",
+            str(flows_file),
+        ],
         stdout=subprocess.DEVNULL,
     )
     try:
         wait_listening(proxy, 30)
-        env = {**os.environ, "PYTHONPATH": str(HERE), "OPENAI_API_KEY": "sk-scripted-not-a-key", "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
-        app = [python, str(HERE / f"app_{framework}.py"), "--base-url", f"http://127.0.0.1:{proxy}/v1", "--upstream-port", str(upstream), "--rows", str(rows_file)]
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(HERE),
+            "OPENAI_API_KEY": "sk-scripted-not-a-key",
+            "NO_PROXY": "127.0.0.1",
+            "no_proxy": "127.0.0.1",
+        }
+        app = [
+            python,
+            str(HERE / f"app_{framework}.py"),
+            "--base-url",
+            f"http://127.0.0.1:{proxy}/v1",
+            "--upstream-port",
+            str(upstream),
+            "--rows",
+            str(rows_file),
+        ]
         subprocess.run(app, check=True, timeout=timeout, env=env, cwd=work)
     finally:
         dump.send_signal(signal.SIGINT)
@@ -186,7 +219,7 @@ def redact(flow: http.HTTPFlow, paths: list[str]) -> None:
 def table(out: Path) -> str:
     """The fixtures README's table, from the truth files in `out`."""
     lines = [
-        "| recording | framework and version | flows | LLM calls | side | sessions | agents | subagents | turns | streamed | on the wire that could identify a session |",
+        "| recording | framework and version | flows | LLM calls | side | sessions | agents | subagents | turns | streamed | on the wire that could identify a session |",  # noqa: E501
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for path in sorted(out.glob("*.truth.json")):
@@ -197,7 +230,7 @@ def table(out: Path) -> str:
         ids = [f"`{k}`" for k in wire["body_fields"]] + [f"`{h}`" for h in wire["headers"]]
         ids += [f"varying `{h}`" for h in wire["headers_that_vary"]] + [f"user agent `{ua}`" for ua in wire["user_agents"]]
         lines.append(
-            f"| {truth['recording']} | {versions} | {s['flows']} | {s['llm_calls']} | {s['side_requests']} | {s['sessions']} | {s['agents']} | {s['subagents']} | {s['turns']} | {streamed} | {', '.join(ids)} |"
+            f"| {truth['recording']} | {versions} | {s['flows']} | {s['llm_calls']} | {s['side_requests']} | {s['sessions']} | {s['agents']} | {s['subagents']} | {s['turns']} | {streamed} | {', '.join(ids)} |"  # noqa: E501
         )
     return "\n".join(lines)
 
@@ -216,7 +249,9 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix=f"record-{args.framework}-") as tmp:
         flows_file, recorded = run_app(args.framework, python, Path(tmp), args.timeout)
         with open(flows_file, "rb") as f:
-            flows = sorted((fl for fl in FlowReader(f).stream() if isinstance(fl, http.HTTPFlow)), key=lambda fl: fl.request.timestamp_start)
+            flows = sorted(
+                (fl for fl in FlowReader(f).stream() if isinstance(fl, http.HTTPFlow)), key=lambda fl: fl.request.timestamp_start
+            )
         rows = match(flows, recorded["rows"])
         for flow in flows:
             redact(flow, [tmp, str(REPO), str(Path.home())])

@@ -113,8 +113,6 @@ class Chat:
 Respond = Callable[[Chat], Reply]
 
 
-
-
 def _completion(reply: Reply, model: str, rid: str) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
     if reply.tool_calls:
@@ -139,7 +137,13 @@ def _usage(reply: Reply) -> dict[str, int]:
 
 def _chunks(reply: Reply, model: str, rid: str, usage: bool) -> list[dict[str, Any]]:
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {"id": f"chatcmpl-{rid}", "object": "chat.completion.chunk", "created": 1764806400, "model": model, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        return {
+            "id": f"chatcmpl-{rid}",
+            "object": "chat.completion.chunk",
+            "created": 1764806400,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
 
     out = [chunk({"role": "assistant", "content": ""})]
     words = reply.text.split(" ") if reply.text else []
@@ -147,13 +151,30 @@ def _chunks(reply: Reply, model: str, rid: str, usage: bool) -> list[dict[str, A
         out.append(chunk({"content": word if i == 0 else " " + word}))
     for i, c in enumerate(reply.tool_calls):
         arguments = json.dumps(c.arguments)
-        out.append(chunk({"tool_calls": [{"index": i, "id": f"call_{rid[:8]}_{i}", "type": "function", "function": {"name": c.name, "arguments": ""}}]}))
+        out.append(
+            chunk(
+                {
+                    "tool_calls": [
+                        {"index": i, "id": f"call_{rid[:8]}_{i}", "type": "function", "function": {"name": c.name, "arguments": ""}}
+                    ]
+                }
+            )
+        )
         half = len(arguments) // 2
         for piece in (arguments[:half], arguments[half:]):
             out.append(chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]}))
     out.append(chunk({}, "tool_calls" if reply.tool_calls else "stop"))
     if usage:
-        out.append({"id": f"chatcmpl-{rid}", "object": "chat.completion.chunk", "created": 1764806400, "model": model, "choices": [], "usage": _usage(reply)})
+        out.append(
+            {
+                "id": f"chatcmpl-{rid}",
+                "object": "chat.completion.chunk",
+                "created": 1764806400,
+                "model": model,
+                "choices": [],
+                "usage": _usage(reply),
+            }
+        )
     return out
 
 
@@ -183,10 +204,25 @@ def _chat_messages(items: Any) -> list[dict[str, Any]]:
 def _output_items(reply: Reply, rid: str) -> list[dict[str, Any]]:
     if reply.tool_calls:
         return [
-            {"type": "function_call", "id": f"fc_{rid}_{i}", "call_id": f"call_{rid}_{i}", "name": c.name, "arguments": json.dumps(c.arguments), "status": "completed"}
+            {
+                "type": "function_call",
+                "id": f"fc_{rid}_{i}",
+                "call_id": f"call_{rid}_{i}",
+                "name": c.name,
+                "arguments": json.dumps(c.arguments),
+                "status": "completed",
+            }
             for i, c in enumerate(reply.tool_calls)
         ]
-    return [{"type": "message", "id": f"msg_{rid}", "role": "assistant", "status": "completed", "content": [{"type": "output_text", "text": reply.text, "annotations": []}]}]
+    return [
+        {
+            "type": "message",
+            "id": f"msg_{rid}",
+            "role": "assistant",
+            "status": "completed",
+            "content": [{"type": "output_text", "text": reply.text, "annotations": []}],
+        }
+    ]
 
 
 def _response(body: dict[str, Any], output: list[dict[str, Any]], reply: Reply, rid: str) -> dict[str, Any]:
@@ -285,7 +321,10 @@ class _Handler(BaseHTTPRequestHandler):
         if body.get("previous_response_id"):
             earlier = self.server.stored.get(body["previous_response_id"])
             if earlier is None:
-                return self._json(400, {"error": {"message": "previous response not found", "type": "invalid_request_error", "param": "previous_response_id"}})
+                return self._json(
+                    400,
+                    {"error": {"message": "previous response not found", "type": "invalid_request_error", "param": "previous_response_id"}},
+                )
         instructions = [{"role": "system", "content": body["instructions"]}] if body.get("instructions") else []
         messages = [*instructions, *earlier, *_chat_messages(body.get("input"))]
         tools = [{"type": "function", "function": {"name": t.get("name", "")}} for t in body.get("tools") or []]

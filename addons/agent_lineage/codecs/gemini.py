@@ -136,9 +136,7 @@ def _content_text(content: Any) -> str:
         content = content.get("parts")
     if not isinstance(content, list):
         return ""
-    return "\n".join(
-        p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str) and not p.get("thought")
-    )
+    return "\n".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str) and not p.get("thought"))
 
 
 def call_id(name: str, args: Any, ordinal: int) -> str:
@@ -206,9 +204,7 @@ def _tool_call(raw: dict[str, Any], earlier: list[ToolCall]) -> ToolCall:
     return ToolCall(call_id(name, args, ordinal), name, json_text(args))
 
 
-def _tool_result(
-    raw: dict[str, Any], open_calls: list[ToolCall], given: dict[str, str], answered: dict[str, int]
-) -> ToolResult:
+def _tool_result(raw: dict[str, Any], open_calls: list[ToolCall], given: dict[str, str], answered: dict[str, int]) -> ToolResult:
     name = string(raw.get("name"))
     if isinstance(raw.get("id"), str) and raw["id"] in given:
         identifier = given[raw["id"]]
@@ -309,8 +305,12 @@ def _merged(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     merged: list[dict[str, Any]] = []
     for part in parts:
         text = part.get("text")
-        if isinstance(text, str) and merged and isinstance(merged[-1].get("text"), str) \
-                and bool(merged[-1].get("thought")) == bool(part.get("thought")):
+        if (
+            isinstance(text, str)
+            and merged
+            and isinstance(merged[-1].get("text"), str)
+            and bool(merged[-1].get("thought")) == bool(part.get("thought"))
+        ):
             merged[-1] = {**merged[-1], "text": merged[-1]["text"] + text}
         elif isinstance(text, str):
             merged.append(dict(part))

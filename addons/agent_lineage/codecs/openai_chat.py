@@ -172,7 +172,9 @@ class _Stream(StreamAccumulator):
             if not isinstance(piece, dict):
                 continue
             index = as_int(piece.get("index"))
-            call = self.calls.setdefault(len(self.calls) if index is None else index, {"id": "", "name": "", "arguments": [], "type": "function"})
+            call = self.calls.setdefault(
+                len(self.calls) if index is None else index, {"id": "", "name": "", "arguments": [], "type": "function"}
+            )
             call["id"] = ident(piece.get("id")) or call["id"]
             call["type"] = string(piece.get("type")) or call["type"]
             function = obj(piece.get("function"))
@@ -185,9 +187,7 @@ class _Stream(StreamAccumulator):
         return self.response.complete  # `[DONE]`
 
     def result(self) -> Response:
-        calls = [
-            ToolCall(c["id"], c["name"], "".join(c["arguments"]), c["type"]) for _, c in sorted(self.calls.items())
-        ]
+        calls = [ToolCall(c["id"], c["name"], "".join(c["arguments"]), c["type"]) for _, c in sorted(self.calls.items())]
         self.response.output = assistant_message("".join(self.text), "".join(self.reasoning), calls)
         if self.response.stop_reason and not self.response.complete:
             # Servers without `[DONE]` (and streams cut after the last choice) still finished the answer.

@@ -134,7 +134,9 @@ def items_to_messages(items: list[Any]) -> list[Message]:
         elif kind == "reasoning":
             target = _open_group(messages, "assistant")
             summary = item.get("summary") or []
-            target.reasoning = _join(target.reasoning, text_of(summary, ("summary_text",)) or text_of(item.get("content"), ("reasoning_text",)))
+            target.reasoning = _join(
+                target.reasoning, text_of(summary, ("summary_text",)) or text_of(item.get("content"), ("reasoning_text",))
+            )
         elif kind in CALL_ITEMS:
             _open_group(messages, "assistant").tool_calls.append(_call(item, CALL_ITEMS[kind]))
         elif kind in SERVER_ITEMS:

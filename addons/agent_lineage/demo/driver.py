@@ -228,9 +228,7 @@ class _ChatConversation(_Conversation):
         ]
         if calls:
             message["tool_calls"] = calls
-        parsed = [
-            _ToolCall(c["id"], c["function"]["name"], json.loads(c["function"]["arguments"] or "{}")) for c in calls
-        ]
+        parsed = [_ToolCall(c["id"], c["function"]["name"], json.loads(c["function"]["arguments"] or "{}")) for c in calls]
         return _Reply([message], content or "", parsed)
 
 
@@ -241,9 +239,7 @@ class _ResponsesConversation(_Conversation):
         self.history.append({"role": "user", "content": text})
 
     def add_tool_results(self, results: list[tuple[str, str]]) -> None:
-        self.history += [
-            {"type": "function_call_output", "call_id": call_id, "output": output} for call_id, output in results
-        ]
+        self.history += [{"type": "function_call_output", "call_id": call_id, "output": output} for call_id, output in results]
 
     def body(self) -> dict:
         tools = [{"type": "function", **tool} for tool in self.tools]
@@ -273,11 +269,7 @@ class _ResponsesConversation(_Conversation):
     @staticmethod
     def _reply(output: list[dict]) -> _Reply:
         text = "".join(
-            part["text"]
-            for item in output
-            if item["type"] == "message"
-            for part in item["content"]
-            if part["type"] == "output_text"
+            part["text"] for item in output if item["type"] == "message" for part in item["content"] if part["type"] == "output_text"
         )
         calls = [
             _ToolCall(item["call_id"], item["name"], json.loads(item["arguments"] or "{}"))
@@ -299,9 +291,7 @@ class _MessagesConversation(_Conversation):
         self.history.append({"role": "user", "content": blocks})
 
     def body(self) -> dict:
-        tools = [
-            {"name": t["name"], "description": t["description"], "input_schema": t["parameters"]} for t in self.tools
-        ]
+        tools = [{"name": t["name"], "description": t["description"], "input_schema": t["parameters"]} for t in self.tools]
         return {
             "model": MODEL,
             "max_tokens": 1024,
@@ -344,9 +334,7 @@ class _MessagesConversation(_Conversation):
     @staticmethod
     def _reply(content: list[dict]) -> _Reply:
         text = "".join(block["text"] for block in content if block["type"] == "text")
-        calls = [
-            _ToolCall(block["id"], block["name"], block["input"]) for block in content if block["type"] == "tool_use"
-        ]
+        calls = [_ToolCall(block["id"], block["name"], block["input"]) for block in content if block["type"] == "tool_use"]
         return _Reply([{"role": "assistant", "content": content}], text, calls)
 
 

@@ -141,8 +141,16 @@ _LLM_PATHS = {
 # Gemini: AI Studio (/v1beta/models/M:method, /v1/models/M:method) and Vertex AI
 # (/v1/projects/P/locations/L/publishers/google/models/M:method).
 _GEMINI_PATH = re.compile(r"/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent|countTokens)$")
-_GEMINI_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-                  429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+_GEMINI_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
 _ANTHROPIC_ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -420,8 +428,7 @@ def _gemini_entries(request: dict) -> list[_Entry]:
         responses: list[dict] = [r for r in found if isinstance(r, dict)]
         if responses:
             outputs = [r.get("response") for r in responses]
-            texts = [o["output"] if isinstance(o, dict) and isinstance(o.get("output"), str) else json.dumps(o)
-                     for o in outputs]
+            texts = [o["output"] if isinstance(o, dict) and isinstance(o.get("output"), str) else json.dumps(o) for o in outputs]
             entries += [_Entry("user", text, fresh=False) for text in texts]
         else:
             text = "\n".join(p["text"] for p in parts if isinstance(p.get("text"), str))
@@ -475,9 +482,7 @@ def _fill_outputs(reply: Reply, turn: list[_Entry]) -> Reply:
             return [fill(v) for v in value]
         return value
 
-    calls = tuple(
-        ScriptedCall(c.name, json.dumps(fill(json.loads(c.arguments)), separators=(",", ":"))) for c in reply.tool_calls
-    )
+    calls = tuple(ScriptedCall(c.name, json.dumps(fill(json.loads(c.arguments)), separators=(",", ":"))) for c in reply.tool_calls)
     return Reply(text=reply.text, tool_calls=calls, thinking=reply.thinking)
 
 
@@ -671,9 +676,7 @@ def _chat_events(a: _Answer) -> list[bytes]:
     chunk_id = a.id("chatcmpl-")
 
     def chunk(delta: dict | None, finish_reason: str | None = None, usage: dict | None = None) -> bytes:
-        choices = (
-            [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
-        )
+        choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]
         body: dict[str, Any] = {
             "id": chunk_id,
             "object": "chat.completion.chunk",
@@ -698,9 +701,7 @@ def _chat_events(a: _Answer) -> list[bytes]:
             "function": {"name": function["name"], "arguments": ""},
         }
         events.append(chunk({"tool_calls": [head]}))
-        events += [
-            chunk({"tool_calls": [{"index": i, "function": {"arguments": p}}]}) for p in _pieces(function["arguments"])
-        ]
+        events += [chunk({"tool_calls": [{"index": i, "function": {"arguments": p}}]}) for p in _pieces(function["arguments"])]
     events.append(chunk({}, _chat_finish_reason(a)))
     if include_usage:
         events.append(chunk(None, usage=_chat_usage(a)))
@@ -714,14 +715,10 @@ def _chat_events(a: _Answer) -> list[bytes]:
 def _response_output(a: _Answer) -> list[dict]:
     reply, items = a.reply, list[dict[str, Any]]()
     if reply.thinking:
-        items.append(
-            {"type": "reasoning", "id": a.id("rs_"), "summary": [{"type": "summary_text", "text": reply.thinking}]}
-        )
+        items.append({"type": "reasoning", "id": a.id("rs_"), "summary": [{"type": "summary_text", "text": reply.thinking}]})
     if reply.text:
         content = [{"type": "output_text", "text": reply.text, "annotations": []}]
-        items.append(
-            {"type": "message", "id": a.id("msg_"), "role": "assistant", "status": "completed", "content": content}
-        )
+        items.append({"type": "message", "id": a.id("msg_"), "role": "assistant", "status": "completed", "content": content})
     for i, c in enumerate(reply.tool_calls):
         declared = a.declared.get(c.name, {})
         if declared.get("type") == "tool_search":  # Codex's deferred tool discovery
@@ -815,14 +812,9 @@ def _responses_event_objects(a: _Answer) -> list[dict]:
                 part: dict[str, Any] = {"type": "summary_text", "text": ""}
                 events.append(("response.output_item.added", {"output_index": index, "item": item | {"summary": []}}))
                 events.append(("response.reasoning_summary_part.added", at | {"summary_index": 0, "part": part}))
-                events += [
-                    ("response.reasoning_summary_text.delta", at | {"summary_index": 0, "delta": p})
-                    for p in _pieces(text)
-                ]
+                events += [("response.reasoning_summary_text.delta", at | {"summary_index": 0, "delta": p}) for p in _pieces(text)]
                 events.append(("response.reasoning_summary_text.done", at | {"summary_index": 0, "text": text}))
-                events.append(
-                    ("response.reasoning_summary_part.done", at | {"summary_index": 0, "part": part | {"text": text}})
-                )
+                events.append(("response.reasoning_summary_part.done", at | {"summary_index": 0, "part": part | {"text": text}}))
             case "message":
                 text = item["content"][0]["text"]
                 part = {"type": "output_text", "text": "", "annotations": []}
@@ -836,9 +828,7 @@ def _responses_event_objects(a: _Answer) -> list[dict]:
             case "function_call":
                 added = item | {"arguments": "", "status": "in_progress"}
                 events.append(("response.output_item.added", {"output_index": index, "item": added}))
-                events += [
-                    ("response.function_call_arguments.delta", at | {"delta": p}) for p in _pieces(item["arguments"])
-                ]
+                events += [("response.function_call_arguments.delta", at | {"delta": p}) for p in _pieces(item["arguments"])]
                 events.append(("response.function_call_arguments.done", at | {"arguments": item["arguments"]}))
             case "custom_tool_call":
                 added = item | {"input": "", "status": "in_progress"}
@@ -1182,9 +1172,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send_json(400, _error_body(api, 400, f"bad demo script: {e}"))
         reply = _side_reply(api, request, entries, reply)
         if controls.status:
-            return self._send_json(
-                controls.status, _error_body(api, controls.status, f"injected HTTP {controls.status}")
-            )
+            return self._send_json(controls.status, _error_body(api, controls.status, f"injected HTTP {controls.status}"))
 
         prompt_tokens = _tokens(len(body))
         continuing = any(e.side == "assistant" for e in entries)
@@ -1225,7 +1213,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._abort(lambda: self.wfile.write(data[:cut]))
 
     def _send_stream(
-        self, events: list[bytes], first_delay: float, chunk_delay: float, cut: int | None,
+        self,
+        events: list[bytes],
+        first_delay: float,
+        chunk_delay: float,
+        cut: int | None,
         content_type: str = "text/event-stream; charset=utf-8",
     ) -> None:
         self._start(

@@ -54,7 +54,7 @@ class Delegation:
             # Equal quotes (one task delegated twice, by one agent or by two sessions): the open
             # call first, the oldest open one (children start in the order they were asked for),
             # else the latest closed one.
-            order = (-use.t_emitted if use.t_closed is None else use.t_emitted - 1e12)
+            order = -use.t_emitted if use.t_closed is None else use.t_emitted - 1e12
             if quoted and (best is None or (quoted, order) > best[:2]):
                 best = (quoted, order, agent, call_id)
         if best is not None:

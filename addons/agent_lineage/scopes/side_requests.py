@@ -28,7 +28,8 @@ def quoted_session(conversations: Conversations, call: Call, exclude: TrackedSes
     (in its messages, or in its system prompt, where summaries and judges put a transcript)."""
     text = all_text(call)
     hosts = [
-        s for s in conversations.sessions.values()
+        s
+        for s in conversations.sessions.values()
         if s is not exclude and s.client == call.client and len(s.first_prompt) >= MIN_QUOTE and s.first_prompt in text
     ]
     return max(hosts, key=lambda s: s.last_t) if hosts else None
@@ -59,8 +60,13 @@ def reattach_early(table: HarnessTable, conversations: Conversations, call: Call
     for early in list(conversations.sessions.values()):
         opener = early.one_shot
         if (
-            opener is None or early is session or early.client != call.client or opener.t_end is not None
-            or call.t_start - opener.t_start > EARLY_SIDE_SECONDS or len(early.agents) != 1 or prompt not in all_text(opener)
+            opener is None
+            or early is session
+            or early.client != call.client
+            or opener.t_end is not None
+            or call.t_start - opener.t_start > EARLY_SIDE_SECONDS
+            or len(early.agents) != 1
+            or prompt not in all_text(opener)
         ):
             continue
         assert opener.scope is not None

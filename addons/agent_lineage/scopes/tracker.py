@@ -39,7 +39,7 @@ class ScopeTracker:
         context = self._context(call, ids)
         anchor = conversations.anchor(call.messages) if call.messages and not side else b""
         thread = None if side else conversations.thread(call, context, anchor)
-        call.new_messages = call.messages[thread[1]:] if thread else list(call.messages)
+        call.new_messages = call.messages[thread[1] :] if thread else list(call.messages)
         scope = (
             self._from_client_lineage(call)
             or (self._from_harness(call, ids, thread, context) if ids and (ids.root or ids.agent) else None)
@@ -222,14 +222,18 @@ class ScopeTracker:
                 return scope
         if side is not None:
             placeholder = derived_id("side", call.client, call.system, _first_user_text(call.messages))
-            return Scope(session_id=placeholder, agent_id=placeholder, side=side, pending=True, evidence={"agent": "pending:next-turn-of-client"})
+            return Scope(
+                session_id=placeholder, agent_id=placeholder, side=side, pending=True, evidence={"agent": "pending:next-turn-of-client"}
+            )
         cached = conversations.cache_keys.get(str(call.fields.get("prompt_cache_key") or ""))
         if cached is not None and cached.root is not None:
             # Same prompt cache key, a conversation that continues none we know: a restart of
             # the session's root agent (context compaction).
             return _scope(cached.root, {"agent": "prompt-cache-key"})
         task = self.delegation.task_text(call)
-        resumed = next((s for s in conversations.sessions.values() if s.client == call.client and s.last_answer and s.last_answer in task), None)
+        resumed = next(
+            (s for s in conversations.sessions.values() if s.client == call.client and s.last_answer and s.last_answer in task), None
+        )
         if resumed is not None:
             # A new conversation that quotes a session's latest answer goes on with that session
             # (apps that start every user turn afresh hand the previous result on in the task).
