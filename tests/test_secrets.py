@@ -13,6 +13,7 @@ import httpx
 import orjson
 import pytest
 
+from agent_lineage.cli import main as cli
 from conftest import Mitmdump
 from faulty_upstream import FaultyUpstream
 
@@ -60,6 +61,7 @@ def run_session(tmp_path: Path, verbosity: tuple[str, int], mask: bool) -> dict[
                 client.post("/v1/chat/completions", content=b"{not json", headers=HEADER_KEYS, params={"key": URL_KEY}).read()
         finally:
             proxy.stop()
+    assert cli(["view", str(tmp_path / "traces"), "-o", str(tmp_path / "viewer.html")]) == 0  # the viewer's page is written too
     return {str(p.relative_to(tmp_path)): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and "mitmproxy-conf" not in p.parts}
 
 
@@ -70,7 +72,7 @@ def run_session(tmp_path: Path, verbosity: tuple[str, int], mask: bool) -> dict[
 )
 def test_header_and_url_keys_are_written_nowhere(tmp_path, no_proxy_env, verbosity):
     written = run_session(tmp_path, verbosity, mask=False)
-    assert {"calls.jsonl", "flows.mitm"} <= set(written) and any(name.startswith("traces/") for name in written)
+    assert {"calls.jsonl", "flows.mitm", "viewer.html"} <= set(written) and any(name.startswith("traces/") for name in written)
     assert any(name.startswith("mitmdump-") for name in written)
     leaks = [(name, key) for name, data in written.items() for key in NEVER if key.encode() in data]
     assert leaks == []
