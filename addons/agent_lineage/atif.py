@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from nat.atif import ATIF_VERSION
 
 from . import __version__
 from .harness import HarnessTable, default_table
 from .model import Call, Message, Scope, ToolResult
 
-SCHEMA_VERSION = "ATIF-v1.7"
+SCHEMA_VERSION = ATIF_VERSION  # "ATIF-v1.7", as the official models (nat.atif) define it
 UNKNOWN = "unknown"
 _VERSION = re.compile(r"^v?\d+(?:\.[0-9A-Za-z-]+)*$")
 _PRODUCT = re.compile(r"^([A-Za-z][A-Za-z0-9._+-]*)(?:/(\S+))?")

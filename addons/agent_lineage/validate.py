@@ -12,10 +12,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from nat.atif import Trajectory
+from nat.atif import ATIF_VERSION, Trajectory
 from pydantic import ValidationError
 
-SCHEMA_VERSION = "ATIF-v1.7"
+SCHEMA_VERSION = ATIF_VERSION  # "ATIF-v1.7", as the official models (nat.atif) define it
 AGENT_ONLY_FIELDS = ("model_name", "reasoning_effort", "reasoning_content", "tool_calls", "metrics")
 
 
