@@ -794,3 +794,18 @@ def test_validate_reports_each_broken_rule_with_its_path(example: dict[str, Any]
 
 def test_validate_rejects_what_is_not_an_object() -> None:
     assert validate_trajectory([]) == ["$: a trajectory is a JSON object"]
+
+
+def test_the_tools_an_agent_was_offered_are_its_tool_definitions() -> None:
+    from agent_lineage.model import ToolDef
+
+    first, second = agent_call(1, new_turn=True, user="hi"), agent_call(2)
+    first.tools = [ToolDef("Read", "Reads a file", {"type": "object", "properties": {"path": {"type": "string"}}}), ToolDef("Bash")]
+    second.tools = [ToolDef("Other")]  # the first call's offer stands
+    document = only([first, second])
+    assert document["agent"]["tool_definitions"] == [
+        {"type": "function", "function": {"name": "Read", "description": "Reads a file", "parameters": first.tools[0].parameters}},
+        {"type": "function", "function": {"name": "Bash"}},
+    ]
+    assert validate_trajectory(document) == []
+    assert "tool_definitions" not in only([agent_call(1, new_turn=True, user="hi")])["agent"]

@@ -124,7 +124,7 @@ def test_real_cli_through_the_plugin_records_then_replays(cli: str, pytester: py
     executable = INSTALLED[cli]
     if executable is None:
         pytest.skip(f"{cli} is not installed: run scripts/install_agents")
-    pytester.makepyfile(test_cli=CLI_TEST.format(cli=cli, tool=TOOLS[cli]))
+    pytester.makepyfile(test_cli_under_the_plugin=CLI_TEST.format(cli=cli, tool=TOOLS[cli]))  # not a name of tests/
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CLI", str(executable))

@@ -29,7 +29,7 @@ from nat.atif import ATIF_VERSION
 
 from . import __version__
 from .harness import HarnessTable, default_table
-from .model import Call, Message, Scope, ToolResult
+from .model import Call, Message, Scope, ToolDef, ToolResult
 
 SCHEMA_VERSION = ATIF_VERSION  # "ATIF-v1.7", as the official models (nat.atif) define it
 UNKNOWN = "unknown"
@@ -168,6 +168,7 @@ class _AgentTrajectory:
     version: str = UNKNOWN
     model_name: str | None = None
     client: str | None = None
+    tool_definitions: list[dict[str, Any]] | None = None  # the tools its first call offered
     called: bool = False  # has made an LLM call of its own (not only side requests)
     parent_tool_call_id: str | None = None
     first_seen: str | None = None
@@ -242,7 +243,8 @@ class _AgentTrajectory:
         if self.parent is not None:
             extra["parent_agent_id"] = self.parent.agent_id
             extra["parent_tool_call_id"] = self.parent_tool_call_id  # null: the delegating call is unknown
-        return _without_nones({"name": self.name, "version": self.version, "model_name": self.model_name, "extra": extra})
+        identity = {"name": self.name, "version": self.version, "model_name": self.model_name}
+        return _without_nones({**identity, "tool_definitions": self.tool_definitions, "extra": extra})
 
     def _final_metrics(self, step_count: int) -> dict[str, Any]:
         total = self.totals()
@@ -315,6 +317,7 @@ class _SessionDocument:
         node.evidence = dict(scope.evidence)
         node.name, node.version = agent_identity(scope.client_name, call.headers.get("user-agent", ""))
         node.client = call.client or None
+        node.tool_definitions = [_tool_definition(t) for t in call.tools] or None
         pending = self.pending_refs.pop(node.agent_id, None)
         if pending is not None:
             self._link(pending[0].owner, pending[1], node.agent_id)
@@ -531,6 +534,12 @@ def _ancestry(node: _AgentTrajectory | None) -> list[_AgentTrajectory]:
         chain.append(node)
         node = node.parent
     return chain
+
+
+def _tool_definition(tool: ToolDef) -> dict[str, Any]:
+    """A tool the agent was offered, in OpenAI's function-calling schema (ATIF's `tool_definitions`)."""
+    function = _without_nones({"name": tool.name, "description": tool.description or None, "parameters": tool.parameters})
+    return {"type": "function", "function": function}
 
 
 def _step_lineage(call: Call, scope: Scope) -> dict[str, Any]:
